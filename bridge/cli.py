@@ -1,0 +1,136 @@
+"""The `bridge` command line. Errors become one line on stderr (a traceback with --debug)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from bridge import __version__
+from bridge.config import Config, load_config
+from bridge.errors import BridgeError
+
+log = logging.getLogger("bridge")
+
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from bridge.logs import setup_logging
+
+    setup_logging(debug=args.debug, quiet=getattr(args, "quiet", False))
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        config = load_config(args.config)
+        return int(args.handler(args, config))
+    except BridgeError as exc:
+        if args.debug:
+            raise
+        print(f"bridge: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    except KeyboardInterrupt:
+        print("bridge: interrupted", file=sys.stderr)  # noqa: T201
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
+    common.add_argument("--config", metavar="FILE", help="bridge.toml (default: none)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser = argparse.ArgumentParser(
+        prog="bridge",
+        description="Company email turned into threaded, searchable discussions.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"bridge {__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    from bridge import commands
+
+    p = command("import", commands.cmd_import, "import mbox, maildir, .eml and message folders")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--workers", type=int, help="parser processes (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = command("search", commands.cmd_search, "search stored mail, results by thread")
+    p.add_argument("query", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--offset", type=int, default=0)
+
+    p = command("thread", commands.cmd_thread, "show a thread as a tree")
+    p.add_argument("ident", metavar="ID", help="thread id or any Message-ID in it")
+    p.add_argument("--json", action="store_true")
+
+    p = command("raw", commands.cmd_raw, "write a message's original bytes")
+    p.add_argument("message_id", metavar="MESSAGE_ID")
+    p.add_argument("-o", "--output", metavar="FILE")
+
+    p = command("export", commands.cmd_export, "export every message as JSON lines or mbox")
+    p.add_argument("--format", choices=["jsonl", "mbox"], default="jsonl")
+    p.add_argument("-o", "--output", metavar="FILE")
+
+    p = command("quarantine", commands.cmd_quarantine, "list, show or retry quarantined mail")
+    p.add_argument("action", choices=["list", "show", "retry"])
+    p.add_argument("ident", nargs="?", type=int, metavar="ID")
+    p.add_argument("--all", action="store_true", help="retry: every quarantined message")
+    p.add_argument("-o", "--output", metavar="FILE", help="show: write the raw bytes here")
+
+    p = command("db", commands.cmd_db, "database schema")
+    p.add_argument("action", choices=["upgrade", "current"])
+
+    p = command("run", commands.cmd_run, "run the daemon (SMTP and web)")
+    return parser
+
+
+def open_engine(args: argparse.Namespace, config: Config, *, upgrade: bool = True) -> Engine:
+    """The database engine for a command, with the schema brought up to date."""
+    from bridge.store.db import make_engine
+    from bridge.store.migrate import is_current
+    from bridge.store.migrate import upgrade as run_upgrade
+
+    engine = make_engine(args.db or config.database.url)
+    if upgrade and not is_current(engine):
+        run_upgrade(engine)
+    return engine
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def write_json(out: TextIO, value: Any) -> None:
+    json.dump(value, out, ensure_ascii=False, default=_json_default)
+    out.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def session_for(engine: Engine) -> Session:
+    return Session(engine)

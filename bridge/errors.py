@@ -1,0 +1,70 @@
+"""Every exception Bridge raises on purpose, in one place.
+
+Each docstring says who raises it and when. The edges translate them: the CLI
+prints one line and exits non-zero, the importer quarantines the message and
+goes on.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class: an error Bridge expects and can explain in one line."""
+
+
+class ParseError(BridgeError):
+    """Raised by `core.parse.parse_message` when bytes cannot become a message.
+
+    `reason` is a short stable slug used to count quarantined messages
+    ("empty", "not-a-message", "too-large", "too-deep", "too-many-parts",
+    "header-too-long", ...); `detail` is for people.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class StageError(BridgeError):
+    """Raised by `pipeline` when a stage other than parsing fails on a message.
+
+    Carries the stage name so quarantine records say where it failed.
+    """
+
+    def __init__(self, stage: str, message_id: str | None, cause: BaseException) -> None:
+        self.stage = stage
+        self.reason = f"{stage}-failed"
+        self.detail = f"{type(cause).__name__}: {cause}"
+        super().__init__(f"<{message_id or '?'}> {stage} failed: {self.detail}")
+
+
+class ConfigError(BridgeError):
+    """Raised by `config.load_config` for a bad config file.
+
+    The message names the file, the dotted key and the problem.
+    """
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}")
+
+
+class NotFoundError(BridgeError):
+    """Raised by store lookups (CLI `raw`, `thread`, `quarantine show`) for an unknown id."""
+
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind = kind
+        self.ident = ident
+        super().__init__(f"no {kind} {ident!r}")
+
+
+class ImportSourceError(BridgeError):
+    """Raised by `ingest.files` for a path that is not a mail archive it can read."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")

@@ -1,0 +1,221 @@
+"""`bridge import`: archives into the store, on every core, resumable.
+
+Worker processes do the pure work (parse, split, hash, compress); this
+process is the one writer. Each batch is one transaction holding the
+messages and the checkpoint rows of the files it finished, so a Ctrl-C or a
+`kill -9` loses at most the batch in flight, and running the import again
+skips finished files and ends with the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy.orm import Session
+
+from bridge import pipeline
+from bridge.core.message import RawMessage
+from bridge.ingest.sources import FileStamp, Found, Item, count_messages, discover, read_items
+from bridge.store.blobs import (
+    TRAINING_SAMPLES,
+    Compressor,
+    current_dictionary,
+    dictionary_id,
+    train_dictionary,
+)
+from bridge.store.tables import CompressionDict, ImportedFile
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 500
+
+
+@dataclass
+class ImportResult:
+    tally: pipeline.Tally
+    files_total: int
+    files_skipped: int
+    seconds: float
+
+
+def run_import(
+    engine: Engine,
+    paths: list[str],
+    *,
+    workers: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ImportResult:
+    """Import every message under `paths`; `progress(n)` is called as messages are stored."""
+    import time
+
+    started = time.monotonic()
+    found = discover(paths)
+    done = _finished_files(engine)
+    todo = [f for f in found if done.get(f.stamp.path) != (f.stamp.size, f.stamp.mtime_ns)]
+    if on_total is not None:
+        on_total(count_messages(todo))
+    tally = pipeline.Tally()
+    compressor = Compressor(_dictionary(engine, todo, clock()))
+    items = _items(todo)
+    workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
+    with _pool(workers, compressor) as pool:
+        pending = _submit(pool, _take(items, batch_size))
+        while pending is not None:
+            batch_items, future = pending
+            prepared = future()
+            # parse the next batch while this one is stored
+            pending = _submit(pool, _take(items, batch_size))
+            _store(engine, batch_items, prepared, tally, clock())
+            if progress is not None:
+                progress(len(batch_items))
+    return ImportResult(tally, len(found), len(found) - len(todo), time.monotonic() - started)
+
+
+def _finished_files(engine: Engine) -> dict[str, tuple[int, int]]:
+    with Session(engine) as session:
+        rows = session.execute(select(ImportedFile.path, ImportedFile.size, ImportedFile.mtime_ns))
+        return {path: (size, mtime) for path, size, mtime in rows}
+
+
+def _items(found: list[Found]) -> Iterator[Item]:
+    for entry in found:
+        try:
+            yield from read_items(entry)
+        except OSError as exc:
+            log.error("%s: cannot read: %s", entry.path, exc)
+
+
+def _take(items: Iterator[Item], size: int) -> list[Item]:
+    return list(islice(items, size))
+
+
+class _SerialPool:
+    """Stands in for a process pool when one worker is asked for (and in tests)."""
+
+    def map_async(self, fn: Callable, items: list) -> _Done:
+        return _Done([fn(item) for item in items])
+
+    def __enter__(self) -> _SerialPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _Done:
+    def __init__(self, value: list) -> None:
+        self.value = value
+
+    def get(self) -> list:
+        return self.value
+
+
+_worker_compressor = Compressor()
+
+
+def _init_worker(compressor: Compressor) -> None:
+    global _worker_compressor
+    _worker_compressor = compressor
+
+
+def _pool(workers: int, compressor: Compressor) -> Any:
+    _init_worker(compressor)
+    if workers <= 1:
+        return _SerialPool()
+    return multiprocessing.get_context("fork").Pool(
+        workers, initializer=_init_worker, initargs=(compressor,)
+    )
+
+
+def _prepare_raw(raw: RawMessage | None) -> pipeline.Prepared | None:
+    if raw is None:
+        return None
+    return pipeline.prepare(raw, _worker_compressor)
+
+
+def _dictionary(engine: Engine, todo: list[Found], now: datetime) -> bytes | None:
+    """The store's compression dictionary, trained on the first messages if it has none."""
+    with engine.begin() as conn:
+        current = current_dictionary(conn)
+        if current is not None:
+            return current
+        samples = [
+            item.raw.data for item in islice(_items(todo), TRAINING_SAMPLES) if item.raw is not None
+        ]
+        trained = train_dictionary(samples)
+        if trained is not None:
+            conn.execute(
+                insert(CompressionDict),
+                [{"dict_id": dictionary_id(trained), "data": trained, "created_at": now}],
+            )
+        return trained
+
+
+def _submit(pool: Any, batch: list[Item]) -> Any:
+    if not batch:
+        return None
+    result = pool.map_async(_prepare_raw, [item.raw for item in batch])
+    return batch, result.get
+
+
+def _store(
+    engine: Engine,
+    batch: list[Item],
+    prepared: list[pipeline.Prepared | None],
+    tally: pipeline.Tally,
+    now: datetime,
+) -> None:
+    """One transaction: the batch's messages and the checkpoints of the files it finished."""
+    real = [p for p in prepared if p is not None]
+    finished = [item.stamp for item in batch if item.last_in_file]
+    try:
+        with Session(engine) as session, session.begin():
+            batch_tally = pipeline.Tally()
+            pipeline.store_batch(session, real, now, batch_tally)
+            _checkpoint(session, finished, batch)
+    except Exception:
+        # A bug or a constraint hit by one message must not cost the others:
+        # store them one by one, quarantining whichever fails.
+        log.exception("batch of %d failed; storing its messages one by one", len(real))
+        for item in real:
+            pipeline.store_alone(engine, item, now, tally)
+        with Session(engine) as session, session.begin():
+            _checkpoint(session, finished, batch)
+        return
+    tally.outcomes.update(batch_tally.outcomes)
+    tally.quarantine_reasons.update(batch_tally.quarantine_reasons)
+
+
+def _checkpoint(session: Session, finished: list[FileStamp], batch: list[Item]) -> None:
+    if not finished:
+        return
+    paths = [stamp.path for stamp in finished]
+    session.execute(delete(ImportedFile).where(ImportedFile.path.in_(paths)))
+    session.execute(insert(ImportedFile), _stamps(finished, batch))
+
+
+def _stamps(finished: list[FileStamp], batch: list[Item]) -> list[dict]:
+    counts: dict[str, int] = {}
+    for item in batch:
+        if item.raw is not None:
+            counts[item.stamp.path] = counts.get(item.stamp.path, 0) + 1
+    return [
+        {
+            "path": stamp.path,
+            "size": stamp.size,
+            "mtime_ns": stamp.mtime_ns,
+            "messages": counts.get(stamp.path, 0),
+        }
+        for stamp in finished
+    ]

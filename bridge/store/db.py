@@ -1,0 +1,171 @@
+"""Engines from URLs, and the dialect quirks of SQLite and PostgreSQL in one place."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+DEFAULT_DB_URL = "sqlite:///var/bridge.db"
+
+
+def normalize_url(url: str) -> str:
+    """Accept a bare file path as a SQLite database, and pick the psycopg 3 driver."""
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
+    """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
+
+    `synchronous` is SQLite's: NORMAL is durable at each checkpoint of a WAL
+    database and safe against corruption; FULL makes every commit durable,
+    which the SMTP listener needs before it answers 250.
+    """
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        _sqlite_pragmas(engine, synchronous)
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args())
+
+
+def _pg_connect_args() -> dict[str, Any]:
+    return {"application_name": os.environ.get("BRIDGE_APP_NAME", "bridge")}
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling defers BEGIN; issue it ourselves
+        # so a write transaction takes the lock at its start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def insert_ignore(dialect_name: str, table: Any) -> Any:
+    """An INSERT that skips rows whose key already exists (both dialects spell it ON CONFLICT)."""
+    if dialect_name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    return pg_insert(table).on_conflict_do_nothing()
+
+
+class IdAllocator:
+    """Hands out primary keys for bulk inserts, so rows can refer to each other before insert.
+
+    SQLite: the writer holds the write lock for the whole batch, so max(id)+1
+    onwards is free. PostgreSQL: taken from the column's sequence, in blocks.
+    """
+
+    BLOCK = 256
+
+    def __init__(self, connection: Any, table: str) -> None:
+        self.connection = connection
+        self.table = table
+        self.sqlite = connection.dialect.name == "sqlite"
+        self._next: int | None = None
+        self._pool: list[int] = []
+
+    def __call__(self) -> int:
+        from sqlalchemy import text
+
+        if self.sqlite:
+            if self._next is None:
+                self._next = (
+                    self.connection.execute(
+                        text(f"SELECT coalesce(max(id), 0) FROM {self.table}")
+                    ).scalar_one()
+                    + 1
+                )
+            value = self._next
+            self._next += 1
+            return int(value)
+        if not self._pool:
+            rows = self.connection.execute(
+                text(
+                    "SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
+                    "FROM generate_series(1, :n)"
+                ),
+                {"table": self.table, "n": self.BLOCK},
+            )
+            self._pool = sorted((int(r[0]) for r in rows), reverse=True)
+        return self._pool.pop()
+
+
+def chunks(values: list[Any], size: int = 500) -> list[list[Any]]:
+    """Slices small enough for an IN (...) list on every backend."""
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def bulk_insert(conn: Any, table: Any, rows: list[dict[str, Any]], *, ignore: bool = False) -> None:
+    """INSERT many rows with the driver's executemany, skipping per-row SQLAlchemy work.
+
+    The import writer's hot path: values are converted here the way the
+    column types would (UTC datetimes; SQLite's text form), so rows read back
+    exactly as if SQLAlchemy had written them.
+    """
+    if not rows:
+        return
+    columns = list(rows[0])
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" for _ in columns)
+        verb = "INSERT OR IGNORE" if ignore else "INSERT"
+        sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+        sql = sql.replace("INSERT", verb, 1)
+        params = [tuple(_sqlite_value(row[c]) for c in columns) for row in rows]
+    else:
+        marks = ", ".join("%s" for _ in columns)
+        sql = f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})"
+        if ignore:
+            sql += " ON CONFLICT DO NOTHING"
+        params = [tuple(_pg_value(row[c]) for c in columns) for row in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+def _sqlite_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is datetime:
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if kind is bool:
+        return int(value)
+    return value
+
+
+def _pg_value(value: Any) -> Any:
+    if type(value) is datetime and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value

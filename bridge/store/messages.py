@@ -1,0 +1,461 @@
+"""Writing messages in batches: dedupe, thread linking and indexing, in the caller's transaction.
+
+One `BatchWriter.store` call handles a batch with a fixed number of queries:
+it looks up everything the batch needs at once (known copies, ids, content
+hashes, references, candidate parents), decides in memory, then writes each
+table with one multi-row statement. Threads merge with a union-find; their
+trees are rebuilt once at the end. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, update
+from sqlalchemy.orm import Session
+
+from bridge.core import dedupe
+from bridge.core.message import Address, ParsedMessage
+from bridge.core.normalize import is_reply_subject, normalize_subject
+from bridge.core.threads import ThreadMember, fallback_key, reply_link, thread_index_keys
+from bridge.pipeline import Outcome, Prepared
+from bridge.search import index_messages
+from bridge.store import threading_store
+from bridge.store.db import IdAllocator, bulk_insert
+from bridge.store.lookups import Lookups
+from bridge.store.tables import (
+    Attachment,
+    ContentHash,
+    Delivery,
+    FallbackLink,
+    Message,
+    MessageId,
+    Person,
+    Quarantined,
+    RawBlob,
+    Recipient,
+    Reference,
+    Thread,
+    table,
+)
+
+log = logging.getLogger(__name__)
+
+FALLBACK_WINDOW = timedelta(days=60)
+
+
+@dataclass
+class _NewMessage:
+    pk: int
+    thread: int
+    values: dict[str, Any]
+    member: ThreadMember
+    parsed: ParsedMessage
+    item: Prepared
+
+
+class BatchWriter:
+    """Stores one batch of prepared messages; see the module docstring."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.conn: Connection = session.connection()
+        self.dialect = self.conn.dialect.name
+        self.now = now
+        self.reasons: list[str | None] = []
+        self._message_ids = IdAllocator(self.conn, "messages")
+        self._thread_ids = IdAllocator(self.conn, "threads")
+        self._person_ids = IdAllocator(self.conn, "people")
+        self._thread_parent: dict[int, int] = {}
+        self._new_threads: set[int] = set()
+        self._touched: set[int] = set()
+        self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._new: list[_NewMessage] = []
+        self._canonical_dirty: set[int] = set()
+        self._batch_subjects: dict[str, list[_NewMessage]] = defaultdict(list)
+
+    # -- the batch -----------------------------------------------------------
+
+    def store(self, items: list[Prepared]) -> list[Outcome]:
+        good = [i for i in items if i.failure is None and i.parsed is not None]
+        self.look = Lookups(self.conn, items, good, window=FALLBACK_WINDOW)
+        outcomes = [self._accept(item) for item in items]
+        self._write()
+        return outcomes
+
+    def _accept(self, item: Prepared) -> Outcome:
+        prov = item.raw.provenance
+        key = (prov.source, prov.key)
+        if key in self.look.seen:
+            self.reasons.append(None)
+            return Outcome.SEEN
+        self.look.seen.add(key)
+        self._rows["raw"].append(
+            {"sha256": item.sha256, "size": len(item.raw.data), "data": item.compressed}
+        )
+        if item.failure is not None:
+            self._quarantine(item, *item.failure)
+            return Outcome.QUARANTINED
+        assert item.message_id and item.content_hash
+        self.reasons.append(None)
+        pk = self.look.ids.get(item.message_id) or self.look.hashes.get(item.content_hash)
+        if pk is not None:
+            self._merge(pk, item)
+            return Outcome.MERGED
+        self._add_new(item)
+        return Outcome.STORED
+
+    def _quarantine(self, item: Prepared, reason: str, detail: str) -> None:
+        prov = item.raw.provenance
+        self.reasons.append(reason)
+        log.warning("quarantined %s (%s): %s", prov.key, reason, detail)
+        self._rows["quarantine"].append(
+            {
+                "raw_sha256": item.sha256,
+                "source": prov.source,
+                "location": prov.location,
+                "mailbox": prov.mailbox,
+                "key": prov.key,
+                "envelope_from": prov.envelope_from,
+                "envelope_to": "\n".join(prov.envelope_to),
+                "reason": reason,
+                "detail": detail,
+                "created_at": self.now,
+            }
+        )
+
+    # -- threads as a union-find --------------------------------------------
+
+    def _find(self, thread: int) -> int:
+        root = thread
+        while self._thread_parent.get(root, root) != root:
+            root = self._thread_parent[root]
+        while thread != root:  # path compression
+            self._thread_parent[thread], thread = root, self._thread_parent.get(thread, thread)
+        return root
+
+    def _join(self, threads: set[int]) -> int:
+        roots = {self._find(t) for t in threads}
+        keep = min(roots)
+        for root in roots:
+            self._thread_parent[root] = keep
+        self._thread_parent.setdefault(keep, keep)
+        self._touched.add(keep)
+        return keep
+
+    def _thread_of(self, pk: int) -> int:
+        return self._find(self.look.thread_of[pk])
+
+    # -- a copy of a known message --------------------------------------------
+
+    def _merge(self, pk: int, item: Prepared) -> None:
+        assert item.message_id and item.content_hash
+        self._delivery(pk, item)
+        if item.content_hash not in self.look.hashes:
+            self.look.hashes[item.content_hash] = pk
+            self._rows["hashes"].append({"hash": item.content_hash, "message_pk": pk})
+        if item.message_id in self.look.ids:
+            return
+        self.look.ids[item.message_id] = pk
+        self._rows["ids"].append({"message_id": item.message_id, "message_pk": pk})
+        self.look.ids_of[pk].add(item.message_id)
+        self._canonical_dirty.add(pk)
+        # Mail that named the new alias as its parent belongs in this thread.
+        waiting = self.look.referencing.get(item.message_id, set())
+        self._join({self._thread_of(pk), *waiting})
+
+    # -- a new message -------------------------------------------------------
+
+    def _add_new(self, item: Prepared) -> None:
+        parsed, split = item.parsed, item.split
+        assert parsed is not None and split is not None and item.message_id
+        refs = _references(parsed)
+        conversation = _conversation(parsed.thread_index)
+        related: set[int] = set()
+        for ref in refs:
+            if ref in self.look.ids:
+                related.add(self._thread_of(self.look.ids[ref]))
+        for ident in (*refs, item.message_id):
+            related.update(self.look.referencing.get(ident, ()))
+        if conversation:
+            related.update(self.look.conversations.get(conversation, ()))
+        if related:
+            thread = self._join(related)
+        else:
+            thread = self._thread_ids()
+            self._thread_parent[thread] = thread
+            self._new_threads.add(thread)
+            self._touched.add(thread)
+        pk = self._message_ids()
+        subject_norm = normalize_subject(parsed.subject)
+        values = {
+            "id": pk,
+            "message_id": item.message_id,
+            "raw_sha256": item.sha256,
+            "thread_id": thread,
+            "parent_id": None,
+            "date": parsed.date,
+            "sort_date": parsed.date or self.now,
+            "sent_local": parsed.date_local,
+            "sender_id": self._person(parsed.sender) if parsed.sender else None,
+            "subject": parsed.subject,
+            "subject_norm": subject_norm,
+            "body": item.body,
+            "references": "\n".join(refs),
+            "in_reply_to": "\n".join(parsed.in_reply_to),
+            "thread_index": parsed.thread_index,
+            "conversation": conversation,
+            "is_reply": is_reply_subject(parsed.subject) or bool(split.quoted_text.strip()),
+            "has_attachment": any(not a.inline for a in parsed.attachments),
+            "list_id": parsed.list_id,
+            "flags": ",".join(sorted(parsed.flags)),
+            "arrival": self.look.next_arrival(),
+        }
+        member = _member(values, parsed, split.new_text, split.quoted_text)
+        new = _NewMessage(pk, thread, values, member, parsed, item)
+        self._new.append(new)
+        self.look.thread_of[pk] = thread
+        self.look.ids[item.message_id] = pk
+        self.look.ids_of[pk] = {item.message_id}
+        assert item.content_hash
+        self.look.hashes[item.content_hash] = pk
+        for ident in refs:
+            self.look.referencing[ident].add(thread)
+        if conversation:
+            self.look.conversations[conversation].add(thread)
+        self._queue_dependents(pk, parsed, refs)
+        self._delivery(pk, item)
+        self._fallback(new)
+
+    def _fallback(self, new: _NewMessage) -> None:
+        """Link mail without threading headers by subject, participants, time and quotes."""
+        key = fallback_key(new.member)
+        date = new.member.date
+        if not key or date is None:
+            return
+        links: list[tuple[int, int, float]] = []
+        candidates = [
+            *((pk, member) for pk, member in self.look.candidates.get(key, ())),
+            *((other.pk, other.member) for other in self._batch_subjects.get(key, ())),
+        ]
+        for pk, other in candidates:
+            if other.date is None or abs(other.date - date) > FALLBACK_WINDOW:
+                continue
+            if other.date <= date and not new.member.references:
+                score = reply_link(new.member, other, window=FALLBACK_WINDOW)
+                if score is not None:
+                    links.append((new.pk, pk, score))
+            if other.date >= date and not other.references:
+                score = reply_link(other, new.member, window=FALLBACK_WINDOW)
+                if score is not None:
+                    links.append((pk, new.pk, score))
+        self._batch_subjects[key].append(new)
+        if not links:
+            return
+        for child, parent, score in links:
+            self._rows["links"].append({"child_pk": child, "parent_pk": parent, "score": score})
+        linked = {self._thread_of(pk) for link in links for pk in link[:2]}
+        new.thread = self._join(linked)
+
+    # -- people and deliveries ---------------------------------------------------
+
+    def _person(self, address: Address) -> int:
+        key = address.address or f"({address.name})"
+        pk = self.look.people.get(key)
+        if pk is None:
+            pk = self._person_ids()
+            self.look.people[key] = pk
+            self._rows["people"].append({"id": pk, "address": key, "name": address.name})
+        return pk
+
+    def _delivery(self, pk: int, item: Prepared) -> None:
+        prov = item.raw.provenance
+        self._rows["deliveries"].append(
+            {
+                "message_pk": pk,
+                "raw_sha256": item.sha256,
+                "source": prov.source,
+                "location": prov.location,
+                "mailbox": prov.mailbox,
+                "key": prov.key,
+                "envelope_from": prov.envelope_from,
+                "envelope_to": "\n".join(prov.envelope_to),
+                "received_at": self.now,
+            }
+        )
+
+    # -- writing -------------------------------------------------------------
+
+    def _write(self) -> None:
+        rows = self._rows
+        conn = self.conn
+        bulk_insert(conn, table(RawBlob), _unique(rows["raw"], "sha256"), ignore=True)
+        bulk_insert(conn, table(Person), rows["people"])
+        live_new_threads = sorted(t for t in self._new_threads if self._find(t) == t)
+        bulk_insert(
+            conn,
+            table(Thread),
+            [{"id": t, "subject": "", "message_count": 0} for t in live_new_threads],
+        )
+        self._merge_existing_threads()
+        if self._new:
+            message_rows = []
+            for new in self._new:
+                new.values["thread_id"] = self._find(new.thread)
+                message_rows.append(new.values)
+            bulk_insert(conn, table(Message), message_rows)
+            self._dependents()
+        for model, name in (
+            (MessageId, "ids"),
+            (ContentHash, "hashes"),
+            (Delivery, "deliveries"),
+        ):
+            bulk_insert(conn, table(model), rows[name])
+        links = _unique(rows["links"], "child_pk", "parent_pk")
+        bulk_insert(conn, table(FallbackLink), links, ignore=True)
+        bulk_insert(conn, table(Quarantined), rows["quarantine"], ignore=True)
+        self._update_canonical_ids()
+        threading_store.rebuild_threads(self.session, {self._find(t) for t in self._touched})
+
+    def _dependents(self) -> None:
+        """Rows that hang off the new messages, queued by `_queue_dependents`."""
+        rows = self._rows
+        for model, name in (
+            (Reference, "refs"),
+            (Recipient, "recipients"),
+            (Attachment, "attachments"),
+        ):
+            bulk_insert(self.conn, table(model), rows[name])
+        rows["ids"][:0] = [
+            {"message_id": new.values["message_id"], "message_pk": new.pk} for new in self._new
+        ]
+        rows["hashes"][:0] = [
+            {"hash": new.item.content_hash, "message_pk": new.pk} for new in self._new
+        ]
+        index_messages(
+            self.conn,
+            [
+                (new.pk, new.values["subject"], new.member.new_text, new.member.quoted_text)
+                for new in self._new
+            ],
+        )
+
+    def _queue_dependents(self, pk: int, parsed: ParsedMessage, refs: list[str]) -> None:
+        rows = self._rows
+        for position, ref in enumerate(refs):
+            rows["refs"].append({"message_pk": pk, "position": position, "ref_id": ref})
+        for kind, addresses in (("to", parsed.to), ("cc", parsed.cc), ("bcc", parsed.bcc)):
+            for position, address in enumerate(addresses):
+                rows["recipients"].append(
+                    {
+                        "message_pk": pk,
+                        "kind": kind,
+                        "position": position,
+                        "person_id": self._person(address),
+                    }
+                )
+        for position, a in enumerate(parsed.attachments):
+            rows["attachments"].append(
+                {
+                    "message_pk": pk,
+                    "position": position,
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "content_id": a.content_id,
+                    "inline": a.inline,
+                }
+            )
+
+    def _merge_existing_threads(self) -> None:
+        """Threads that existed before the batch and were merged into another."""
+        merges = [
+            (old, self._find(old))
+            for old in list(self._thread_parent)
+            if old not in self._new_threads and self._find(old) != old
+        ]
+        if not merges:
+            return
+        by_keep: dict[int, list[int]] = defaultdict(list)
+        for old, keep in merges:
+            by_keep[keep].append(old)
+        for keep, olds in by_keep.items():
+            threading_store.merge_threads(self.session, keep, sorted(olds))
+
+    def _update_canonical_ids(self) -> None:
+        existing = [pk for pk in self._canonical_dirty if pk not in {n.pk for n in self._new}]
+        updates = []
+        for pk in existing:
+            canonical = dedupe.canonical_id(self.look.ids_of[pk])
+            if canonical != self.look.canonical.get(pk):
+                updates.append({"pk": pk, "mid": canonical})
+        for new in self._new:
+            canonical = dedupe.canonical_id(self.look.ids_of[new.pk])
+            if canonical != new.values["message_id"]:
+                updates.append({"pk": new.pk, "mid": canonical})
+        if updates:
+            messages = table(Message)
+            self.conn.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("pk"))
+                .values(message_id=bindparam("mid")),
+                updates,
+            )
+
+
+def _unique(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    seen: set[tuple[Any, ...]] = set()
+    out = []
+    for row in rows:
+        key = tuple(row[k] for k in keys)
+        if key not in seen:
+            seen.add(key)
+            out.append(row)
+    return out
+
+
+def _references(parsed: ParsedMessage) -> list[str]:
+    """References then any In-Reply-To id not among them; never the message itself."""
+    refs = list(dict.fromkeys(parsed.references))
+    for ref in parsed.in_reply_to:
+        if ref not in refs:
+            refs.append(ref)
+    return [r for r in refs if r and r != parsed.message_id]
+
+
+def _conversation(thread_index: bytes | None) -> str | None:
+    if not thread_index:
+        return None
+    try:
+        key, _parent = thread_index_keys(thread_index)
+    except ValueError:
+        return None
+    return key.hex()
+
+
+def _member(
+    values: dict[str, Any], parsed: ParsedMessage, new_text: str, quoted_text: str
+) -> ThreadMember:
+    participants = {a.address for a in (*parsed.to, *parsed.cc) if a.address}
+    sender = parsed.sender.address if parsed.sender else ""
+    if sender:
+        participants.add(sender)
+    return ThreadMember(
+        message_id=values["message_id"],
+        aliases=(),
+        references=tuple(r for r in values["references"].split("\n") if r),
+        in_reply_to=parsed.in_reply_to,
+        thread_index=parsed.thread_index,
+        date=parsed.date,
+        subject_norm=values["subject_norm"],
+        is_reply=values["is_reply"],
+        sender=sender,
+        participants=frozenset(participants),
+        new_text=new_text,
+        quoted_text=quoted_text,
+        sent_local=parsed.date_local,
+    )

@@ -1,0 +1,235 @@
+"""Reading the store: messages by id, raw bytes, threads as trees, export rows.
+
+Sync functions taking a Session, shared by the CLI, the web viewer and exports.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bridge.core.normalize import normalize_message_id
+from bridge.errors import NotFoundError
+from bridge.store.blobs import decompress, unpack_body
+from bridge.store.tables import (
+    Attachment,
+    Delivery,
+    Message,
+    MessageId,
+    Person,
+    RawBlob,
+    Recipient,
+    Thread,
+)
+from bridge.store.threading_store import resolve_thread_id
+
+
+def find_message(session: Session, message_id: str) -> Message:
+    """The message stored under `message_id` or any of its aliases."""
+    wanted = normalize_message_id(message_id) or message_id.strip().strip("<>")
+    pk = session.execute(
+        select(MessageId.message_pk).where(MessageId.message_id == wanted)
+    ).scalar()
+    if pk is None:
+        raise NotFoundError("message", message_id)
+    return session.get_one(Message, pk)
+
+
+def raw_bytes(session: Session, sha256: str) -> bytes:
+    data = session.execute(select(RawBlob.data).where(RawBlob.sha256 == sha256)).scalar()
+    if data is None:
+        raise NotFoundError("raw message", sha256)
+    return decompress(session.connection(), data)
+
+
+def find_thread_id(session: Session, ident: str) -> int:
+    """A thread id from a thread number or any Message-ID in the thread."""
+    text = ident.strip()
+    if text.isdigit():
+        resolved = resolve_thread_id(session, int(text))
+        if resolved is not None:
+            return resolved
+    try:
+        return find_message(session, text).thread_id
+    except NotFoundError:
+        raise NotFoundError("thread or message", ident) from None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    pk: int
+    message_id: str
+    parent_message_id: str | None
+    depth: int
+    date: datetime | None
+    sender: str
+    sender_name: str
+    subject: str
+    new_text: str
+    quoted_text: str
+    signature: str
+    html: str | None
+    flags: tuple[str, ...]
+
+
+def thread_messages(session: Session, thread_id: int) -> list[MessageView]:
+    """The thread's messages in tree order (depth-first, siblings by date)."""
+    rows = list(
+        session.execute(
+            select(Message, Person.address, Person.name)
+            .outerjoin(Person, Person.id == Message.sender_id)
+            .where(Message.thread_id == thread_id)
+        )
+    )
+    if not rows:
+        raise NotFoundError("thread", str(thread_id))
+    by_pk = {message.id: (message, address or "", name or "") for message, address, name in rows}
+    children: dict[int | None, list[int]] = defaultdict(list)
+    for pk, (message, _a, _n) in by_pk.items():
+        parent = message.parent_id if message.parent_id in by_pk else None
+        children[parent].append(pk)
+    for kids in children.values():
+        kids.sort(key=lambda pk: (_sort_key(by_pk[pk][0]), by_pk[pk][0].message_id))
+    views: list[MessageView] = []
+    stack = [(pk, 0) for pk in reversed(children[None])]
+    seen: set[int] = set()
+    while stack:
+        pk, depth = stack.pop()
+        if pk in seen:
+            continue
+        seen.add(pk)
+        message, address, name = by_pk[pk]
+        parent_row = by_pk.get(message.parent_id) if message.parent_id else None
+        body = unpack_body(session.connection(), message.body)
+        views.append(
+            MessageView(
+                pk=pk,
+                message_id=message.message_id,
+                parent_message_id=parent_row[0].message_id if parent_row else None,
+                depth=depth,
+                date=_aware(message.date),
+                sender=address,
+                sender_name=name,
+                subject=message.subject,
+                new_text=body.new_text,
+                quoted_text=body.quoted_text,
+                signature=body.signature,
+                html=body.html,
+                flags=tuple(f for f in message.flags.split(",") if f),
+            )
+        )
+        stack.extend((kid, depth + 1) for kid in reversed(children.get(pk, [])))
+    return views
+
+
+def _sort_key(message: Message) -> datetime:
+    return _aware(message.sort_date) or datetime.min.replace(tzinfo=UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def thread_row(session: Session, thread_id: int) -> Thread:
+    thread = session.get(Thread, thread_id)
+    if thread is None:
+        raise NotFoundError("thread", str(thread_id))
+    return thread
+
+
+def export_rows(session: Session) -> Iterator[dict[str, Any]]:
+    """One dict per stored message, threads in order of their first message."""
+    thread_ids = session.execute(
+        select(Thread.id).order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)
+    ).scalars()
+    for thread_id in list(thread_ids):
+        views = thread_messages(session, thread_id)
+        pks = [view.pk for view in views]
+        details = _export_details(session, pks)
+        for view in views:
+            yield {
+                "message_id": view.message_id,
+                "aliases": details["aliases"].get(view.pk, []),
+                "thread_id": thread_id,
+                "parent_id": view.parent_message_id,
+                "date": view.date.astimezone(UTC).isoformat().replace("+00:00", "Z")
+                if view.date
+                else None,
+                "from": {"name": view.sender_name, "address": view.sender} if view.sender else None,
+                "to": details["to"].get(view.pk, []),
+                "cc": details["cc"].get(view.pk, []),
+                "subject": view.subject,
+                "new_text": view.new_text,
+                "quoted_text": view.quoted_text,
+                "signature": view.signature,
+                "attachments": details["attachments"].get(view.pk, []),
+                "deliveries": details["deliveries"].get(view.pk, []),
+                "flags": list(view.flags),
+            }
+
+
+def _export_details(session: Session, pks: list[int]) -> dict[str, dict[int, list[Any]]]:
+    out: dict[str, dict[int, list[Any]]] = {
+        k: defaultdict(list) for k in ("aliases", "to", "cc", "attachments", "deliveries")
+    }
+    canonical = dict(
+        session.execute(select(Message.id, Message.message_id).where(Message.id.in_(pks))).all()
+    )
+    for pk, alias in session.execute(
+        select(MessageId.message_pk, MessageId.message_id)
+        .where(MessageId.message_pk.in_(pks))
+        .order_by(MessageId.message_id)
+    ):
+        if alias != canonical[pk]:
+            out["aliases"][pk].append(alias)
+    for pk, kind, address, name in session.execute(
+        select(Recipient.message_pk, Recipient.kind, Person.address, Person.name)
+        .join(Person, Person.id == Recipient.person_id)
+        .where(Recipient.message_pk.in_(pks), Recipient.kind.in_(("to", "cc")))
+        .order_by(Recipient.message_pk, Recipient.kind, Recipient.position)
+    ):
+        out[kind][pk].append({"name": name, "address": address})
+    for attachment in session.execute(
+        select(Attachment).where(Attachment.message_pk.in_(pks)).order_by(Attachment.position)
+    ).scalars():
+        out["attachments"][attachment.message_pk].append(
+            {
+                "filename": attachment.filename,
+                "content_type": attachment.content_type,
+                "size": attachment.size,
+            }
+        )
+    for delivery in session.execute(
+        select(Delivery).where(Delivery.message_pk.in_(pks)).order_by(Delivery.source, Delivery.key)
+    ).scalars():
+        out["deliveries"][delivery.message_pk].append(
+            {
+                "source": delivery.location,
+                "mailbox": delivery.mailbox,
+                "kind": delivery.source,
+            }
+        )
+    return out
+
+
+def export_raw(session: Session) -> Iterator[bytes]:
+    """The original bytes of every message, in thread order."""
+    thread_ids = list(
+        session.execute(
+            select(Thread.id).order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)
+        ).scalars()
+    )
+    for thread_id in thread_ids:
+        for view in thread_messages(session, thread_id):
+            sha = session.execute(
+                select(Message.raw_sha256).where(Message.id == view.pk)
+            ).scalar_one()
+            yield raw_bytes(session, sha)

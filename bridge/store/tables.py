@@ -1,0 +1,259 @@
+"""The schema: SQLAlchemy 2 models, the same on SQLite and PostgreSQL.
+
+Search index tables differ by dialect (FTS5 on SQLite, a tsvector table on
+PostgreSQL) and are created by the migrations, not declared here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; SQLite keeps no zone, so it is put back on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class RawBlob(Base):
+    """The original bytes of one copy of a message, compressed, by sha256."""
+
+    __tablename__ = "raw_messages"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class CompressionDict(Base):
+    """zstd dictionaries trained on this store's mail; blobs name theirs by id."""
+
+    __tablename__ = "compression_dicts"
+
+    dict_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+
+
+class Thread(Base):
+    """A discussion. Ids are permanent: a merged thread's old id redirects."""
+
+    __tablename__ = "threads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    root_message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    first_date: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_date: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    message_count: Mapped[int] = mapped_column(Integer, default=0)
+    space: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+
+
+class ThreadRedirect(Base):
+    __tablename__ = "thread_redirects"
+
+    old_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    new_id: Mapped[int] = mapped_column(Integer)
+
+
+class Message(Base):
+    """One distinct message, however many copies of it were delivered."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(998), unique=True)
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_messages.sha256"))
+    thread_id: Mapped[int] = mapped_column(ForeignKey("threads.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    date: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sort_date: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    sent_local: Mapped[datetime | None] = mapped_column(DateTime(), nullable=True)
+    sender_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    subject_norm: Mapped[str] = mapped_column(Text, default="")
+    # new text, quoted history, signature and sanitised HTML, compressed (store.blobs)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    references: Mapped[str] = mapped_column(Text, default="")  # ids, one per line
+    in_reply_to: Mapped[str] = mapped_column(Text, default="")  # ids, one per line
+    thread_index: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    conversation: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    is_reply: Mapped[bool] = mapped_column(Boolean, default=False)
+    has_attachment: Mapped[bool] = mapped_column(Boolean, default=False)
+    list_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    flags: Mapped[str] = mapped_column(Text, default="")  # sorted, comma-separated
+    arrival: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_messages_subject_norm_sort_date", "subject_norm", "sort_date"),)
+
+
+class MessageId(Base):
+    """Every Message-ID a message is known by: its own and its aliases."""
+
+    __tablename__ = "message_ids"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
+
+    message_id: Mapped[str] = mapped_column(String(998), primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+
+
+class ContentHash(Base):
+    """Content hashes (sender, date, subject, body) of the copies seen."""
+
+    __tablename__ = "content_hashes"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
+
+    hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+
+
+class Reference(Base):
+    """One id a message's References/In-Reply-To name: finds waiting children and ghosts."""
+
+    __tablename__ = "message_refs"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
+
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref_id: Mapped[str] = mapped_column(String(998), index=True)
+
+
+class FallbackLink(Base):
+    """A reply link found without headers (subject + participants + quoted text)."""
+
+    __tablename__ = "fallback_links"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
+
+    child_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    parent_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    score: Mapped[float] = mapped_column()
+
+
+class Recipient(Base):
+    __tablename__ = "recipients"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
+
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # to, cc, bcc
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    filename: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(255), default="")
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    content_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Delivery(Base):
+    """One copy of a message seen at one source: who got it, and where it came from."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_messages.sha256"))
+    source: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text, default="")
+    mailbox: Mapped[str] = mapped_column(Text, default="")
+    key: Mapped[str] = mapped_column(Text)
+    envelope_from: Mapped[str | None] = mapped_column(Text, nullable=True)
+    envelope_to: Mapped[str] = mapped_column(Text, default="")  # addresses, one per line
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("source", "key", name="uq_deliveries_source_key"),)
+
+
+class Quarantined(Base):
+    """A copy that could not be stored, with its bytes and the reason."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_messages.sha256"))
+    source: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text, default="")
+    mailbox: Mapped[str] = mapped_column(Text, default="")
+    key: Mapped[str] = mapped_column(Text)
+    envelope_from: Mapped[str | None] = mapped_column(Text, nullable=True)
+    envelope_to: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(String(64), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (UniqueConstraint("source", "key", name="uq_quarantine_source_key"),)
+
+
+class ImportedFile(Base):
+    """Import checkpoint: a file (or maildir message) fully stored, by size and mtime."""
+
+    __tablename__ = "imported_files"
+    __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
+
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a model, for bulk statements."""
+    return cast(Table, model.__table__)
