@@ -60,7 +60,8 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     )
     out.write(
         f"stored {tally.outcomes['stored']}, merged as duplicates {tally.outcomes['merged']}, "
-        f"already stored {tally.outcomes['seen']}, quarantined {tally.outcomes['quarantined']}\n"
+        f"already stored {tally.outcomes['seen']}, skipped by rules {tally.outcomes['skipped']}, "
+        f"quarantined {tally.outcomes['quarantined']}\n"
     )
     for reason, count in sorted(tally.quarantine_reasons.items()):
         out.write(f"  quarantined ({reason}): {count}\n")

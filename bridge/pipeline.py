@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from bridge.core import dedupe
-from bridge.core.message import Flag, ParsedMessage, RawMessage, SplitText
+from bridge.core.message import Flag, ParsedMessage, RawMessage, RuleDecision, SplitText
 from bridge.core.parse import ParseLimits, parse_message
 from bridge.core.quotes import split_reply
 from bridge.errors import ParseError
@@ -35,6 +35,7 @@ class Outcome(enum.Enum):
     MERGED = "merged"  # another copy of a message already stored
     SEEN = "seen"  # this very copy was stored before (re-import)
     QUARANTINED = "quarantined"
+    SKIPPED = "skipped"  # a rule said not to bridge it: bytes kept, counted
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class Prepared:
     content_hash: str | None = None
     message_id: str | None = None
     body: bytes = b""  # new text, quoted text, signature, html: compressed (store.blobs)
+    decision: RuleDecision = field(default_factory=RuleDecision)
     failure: tuple[str, str] | None = None  # (reason, detail): goes to quarantine
 
 

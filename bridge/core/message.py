@@ -117,6 +117,21 @@ class ParsedMessage:
         return [value for key, value in self.headers if key.lower() == wanted]
 
 
+@dataclass(frozen=True, slots=True)
+class RuleDecision:
+    """What the admin rules decided for one copy of a message.
+
+    `hits` names every rule that matched, in order; `skip` names the rule
+    that said not to bridge the message (it is then kept and counted only).
+    """
+
+    space: str | None = None
+    tags: tuple[str, ...] = ()
+    private: bool = False
+    skip: str | None = None
+    hits: tuple[str, ...] = ()
+
+
 class Flag:
     """Names of message flags, stored as a sorted list on each message."""
 

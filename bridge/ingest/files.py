@@ -144,6 +144,20 @@ def _prepare_raw(raw: RawMessage | None) -> pipeline.Prepared | None:
     return pipeline.prepare(raw, _worker_compressor)
 
 
+def _training_samples(todo: list[Found]) -> list[bytes]:
+    """Messages spread evenly over the import, so every kind of mail shapes the dictionary."""
+    per_file = 4
+    step = max(1, len(todo) * per_file // TRAINING_SAMPLES)
+    samples: list[bytes] = []
+    for found in todo[::step]:
+        for item in islice(_items([found]), per_file):
+            if item.raw is not None:
+                samples.append(item.raw.data)
+        if len(samples) >= TRAINING_SAMPLES:
+            break
+    return samples
+
+
 def _dictionary(engine: Engine, todo: list[Found], now: datetime) -> bytes | None:
     """The store's compression dictionary, trained on the first messages if it has none."""
     with engine.begin() as conn:

@@ -89,9 +89,13 @@ class IdAllocator:
 
     BLOCK = 256
 
-    def __init__(self, connection: Any, table: str) -> None:
+    def __init__(
+        self, connection: Any, table: str, also_used: tuple[str, str] | None = None
+    ) -> None:
         self.connection = connection
         self.table = table
+        # Ids that live on elsewhere (a merged thread's redirect) are never reused.
+        self.also_used = also_used
         self.sqlite = connection.dialect.name == "sqlite"
         self._next: int | None = None
         self._pool: list[int] = []
@@ -101,12 +105,11 @@ class IdAllocator:
 
         if self.sqlite:
             if self._next is None:
-                self._next = (
-                    self.connection.execute(
-                        text(f"SELECT coalesce(max(id), 0) FROM {self.table}")
-                    ).scalar_one()
-                    + 1
-                )
+                used = f"SELECT coalesce(max(id), 0) FROM {self.table}"
+                if self.also_used:
+                    other, column = self.also_used
+                    used = f"SELECT max(({used}), (SELECT coalesce(max({column}), 0) FROM {other}))"
+                self._next = self.connection.execute(text(used)).scalar_one() + 1
             value = self._next
             self._next += 1
             return int(value)

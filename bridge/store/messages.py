@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge.core import dedupe
-from bridge.core.message import Address, ParsedMessage
+from bridge.core.message import Address, ParsedMessage, RuleDecision
 from bridge.core.normalize import is_reply_subject, normalize_subject
 from bridge.core.threads import ThreadMember, fallback_key, reply_link, thread_index_keys
 from bridge.pipeline import Outcome, Prepared
 from bridge.search import index_messages
-from bridge.store import threading_store
-from bridge.store.db import IdAllocator, bulk_insert
+from bridge.store import rule_hits, threading_store
+from bridge.store.db import IdAllocator, bulk_insert, chunks
 from bridge.store.lookups import Lookups
 from bridge.store.tables import (
     Attachment,
@@ -39,13 +39,19 @@ from bridge.store.tables import (
     RawBlob,
     Recipient,
     Reference,
+    Skipped,
     Thread,
+    ThreadRedirect,
     table,
 )
 
 log = logging.getLogger(__name__)
 
 FALLBACK_WINDOW = timedelta(days=60)
+# Quoted history is indexed up to this many characters: the most recent quote
+# (what is answered) is searchable, while older history repeats messages
+# that are indexed in their own right.
+INDEXED_QUOTE_CHARS = 4000
 
 
 @dataclass
@@ -68,7 +74,9 @@ class BatchWriter:
         self.now = now
         self.reasons: list[str | None] = []
         self._message_ids = IdAllocator(self.conn, "messages")
-        self._thread_ids = IdAllocator(self.conn, "threads")
+        self._thread_ids = IdAllocator(
+            self.conn, "threads", also_used=("thread_redirects", "old_id")
+        )
         self._person_ids = IdAllocator(self.conn, "people")
         self._thread_parent: dict[int, int] = {}
         self._new_threads: set[int] = set()
@@ -77,6 +85,8 @@ class BatchWriter:
         self._new: list[_NewMessage] = []
         self._canonical_dirty: set[int] = set()
         self._batch_subjects: dict[str, list[_NewMessage]] = defaultdict(list)
+        self._rule_hits: dict[str, int] = {}
+        self._decided: dict[int, list[RuleDecision]] = defaultdict(list)
 
     # -- the batch -----------------------------------------------------------
 
@@ -102,6 +112,11 @@ class BatchWriter:
             return Outcome.QUARANTINED
         assert item.message_id and item.content_hash
         self.reasons.append(None)
+        for rule in item.decision.hits:
+            self._rule_hits[rule] = self._rule_hits.get(rule, 0) + 1
+        if item.decision.skip is not None:
+            self._skip(item, item.decision.skip)
+            return Outcome.SKIPPED
         pk = self.look.ids.get(item.message_id) or self.look.hashes.get(item.content_hash)
         if pk is not None:
             self._merge(pk, item)
@@ -124,6 +139,21 @@ class BatchWriter:
                 "envelope_to": "\n".join(prov.envelope_to),
                 "reason": reason,
                 "detail": detail,
+                "created_at": self.now,
+            }
+        )
+
+    def _skip(self, item: Prepared, rule: str) -> None:
+        prov = item.raw.provenance
+        self._rows["skipped"].append(
+            {
+                "raw_sha256": item.sha256,
+                "source": prov.source,
+                "location": prov.location,
+                "mailbox": prov.mailbox,
+                "key": prov.key,
+                "message_id": item.message_id,
+                "rule": rule,
                 "created_at": self.now,
             }
         )
@@ -155,6 +185,9 @@ class BatchWriter:
     def _merge(self, pk: int, item: Prepared) -> None:
         assert item.message_id and item.content_hash
         self._delivery(pk, item)
+        decision = item.decision
+        if decision.space or decision.tags or decision.private:
+            self._decided[pk].append(decision)
         if item.content_hash not in self.look.hashes:
             self.look.hashes[item.content_hash] = pk
             self._rows["hashes"].append({"hash": item.content_hash, "message_pk": pk})
@@ -214,6 +247,9 @@ class BatchWriter:
             "list_id": parsed.list_id,
             "flags": ",".join(sorted(parsed.flags)),
             "arrival": self.look.next_arrival(),
+            "space": item.decision.space,
+            "tags": ",".join(sorted(set(item.decision.tags))),
+            "private": item.decision.private,
         }
         member = _member(values, parsed, split.new_text, split.quoted_text)
         new = _NewMessage(pk, thread, values, member, parsed, item)
@@ -318,7 +354,10 @@ class BatchWriter:
         links = _unique(rows["links"], "child_pk", "parent_pk")
         bulk_insert(conn, table(FallbackLink), links, ignore=True)
         bulk_insert(conn, table(Quarantined), rows["quarantine"], ignore=True)
+        bulk_insert(conn, table(Skipped), rows["skipped"], ignore=True)
         self._update_canonical_ids()
+        self._apply_decisions_to_copies()
+        rule_hits.count(conn, self._rule_hits, self.now)
         threading_store.rebuild_threads(self.session, {self._find(t) for t in self._touched})
 
     def _dependents(self) -> None:
@@ -339,7 +378,12 @@ class BatchWriter:
         index_messages(
             self.conn,
             [
-                (new.pk, new.values["subject"], new.member.new_text, new.member.quoted_text)
+                (
+                    new.pk,
+                    new.values["subject"],
+                    new.member.new_text,
+                    new.member.quoted_text[:INDEXED_QUOTE_CHARS],
+                )
                 for new in self._new
             ],
         )
@@ -372,7 +416,18 @@ class BatchWriter:
             )
 
     def _merge_existing_threads(self) -> None:
-        """Threads that existed before the batch and were merged into another."""
+        """Threads merged into another: stored ones move; all leave a redirect.
+
+        A thread made and merged within this batch leaves a redirect too, so
+        its id is used up exactly as it would be had the batch been split:
+        thread ids never depend on batch boundaries, and are never reused.
+        """
+        born_merged = sorted(t for t in self._new_threads if self._find(t) != t)
+        bulk_insert(
+            self.conn,
+            table(ThreadRedirect),
+            [{"old_id": t, "new_id": self._find(t)} for t in born_merged],
+        )
         merges = [
             (old, self._find(old))
             for old in list(self._thread_parent)
@@ -403,6 +458,54 @@ class BatchWriter:
                 update(messages)
                 .where(messages.c.id == bindparam("pk"))
                 .values(message_id=bindparam("mid")),
+                updates,
+            )
+
+    def _apply_decisions_to_copies(self) -> None:
+        """A copy that reached the rules differently may add tags, a space or privacy."""
+        stored = [pk for pk in self._decided if pk not in {n.pk for n in self._new}]
+        for new in self._new:
+            if new.pk in self._decided:
+                values = new.values
+                self._decided[new.pk].insert(
+                    0,
+                    RuleDecision(
+                        values["space"],
+                        tuple(t for t in values["tags"].split(",") if t),
+                        values["private"],
+                    ),
+                )
+        current = {
+            pk: (space, tags, private)
+            for part in chunks(stored)
+            for pk, space, tags, private in self.conn.execute(
+                select(Message.id, Message.space, Message.tags, Message.private).where(
+                    Message.id.in_(part)
+                )
+            )
+        }
+        for new in self._new:
+            if new.pk in self._decided:
+                current[new.pk] = (None, "", False)
+        updates = []
+        for pk, decisions in self._decided.items():
+            space, tags, private = current[pk]
+            all_tags = {t for t in tags.split(",") if t}
+            for decision in decisions:
+                space = space or decision.space
+                all_tags.update(decision.tags)
+                private = private or decision.private
+            updates.append(
+                {"pk": pk, "space": space, "tags": ",".join(sorted(all_tags)), "private": private}
+            )
+        if updates:
+            messages = table(Message)
+            self.conn.execute(
+                update(messages)
+                .where(messages.c.id == bindparam("pk"))
+                .values(
+                    space=bindparam("space"), tags=bindparam("tags"), private=bindparam("private")
+                ),
                 updates,
             )
 

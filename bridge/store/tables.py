@@ -98,6 +98,7 @@ class Thread(Base):
     last_date: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
     space: Mapped[str | None] = mapped_column(String(100), nullable=True, index=True)
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class ThreadRedirect(Base):
@@ -133,6 +134,11 @@ class Message(Base):
     has_attachment: Mapped[bool] = mapped_column(Boolean, default=False)
     list_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     flags: Mapped[str] = mapped_column(Text, default="")  # sorted, comma-separated
+    # What the admin rules decided: the space, tags (sorted, comma-separated),
+    # and whether only the message's participants may see it.
+    space: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    tags: Mapped[str] = mapped_column(Text, default="", server_default="")
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     arrival: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (Index("ix_messages_subject_norm_sort_date", "subject_norm", "sort_date"),)
@@ -252,6 +258,46 @@ class ImportedFile(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     messages: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ImapState(Base):
+    """IMAP checkpoint: committed in the same transaction as the messages it covers."""
+
+    __tablename__ = "imap_state"
+
+    account: Mapped[str] = mapped_column(String(200), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(500), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RuleHit(Base):
+    """How often each admin rule matched (copies counted once each)."""
+
+    __tablename__ = "rule_hits"
+
+    rule: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hits: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Skipped(Base):
+    """A copy a rule said not to bridge: its bytes are kept, and it is counted."""
+
+    __tablename__ = "skipped"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_messages.sha256"))
+    source: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text, default="")
+    mailbox: Mapped[str] = mapped_column(Text, default="")
+    key: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
+    rule: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (UniqueConstraint("source", "key", name="uq_skipped_source_key"),)
 
 
 def table(model: type[Base]) -> Table:

@@ -123,6 +123,8 @@ def rebuild_threads(session: Session, thread_ids: Iterable[int]) -> None:
                 Message.subject_norm,
                 Message.is_reply,
                 Message.parent_id,
+                Message.space,
+                Message.private,
             ).where(Message.thread_id.in_(part))
         ):
             rows_by_thread[row.thread_id].append(row)
@@ -148,9 +150,14 @@ def rebuild_threads(session: Session, thread_ids: Iterable[int]) -> None:
             if parents.get(row.id) != row.parent_id:
                 parent_updates.append({"pk": row.id, "parent": parents.get(row.id)})
         dates = [row.date for row in rows if row.date is not None]
+        # The earliest message that a rule put in a space decides the thread's
+        # space: a function of the members, so arrival order cannot change it.
+        spaced = sorted((row.sort_date, row.id, row.space) for row in rows if row.space)
         thread_updates.append(
             {
                 "tid": thread_id,
+                "space": spaced[0][2] if spaced else None,
+                "private": any(row.private for row in rows),
                 "subject": root.subject,
                 "root": root.message_id,
                 "first": min(dates) if dates else None,
@@ -177,6 +184,8 @@ def rebuild_threads(session: Session, thread_ids: Iterable[int]) -> None:
                 first_date=bindparam("first"),
                 last_date=bindparam("last"),
                 message_count=bindparam("count"),
+                space=bindparam("space"),
+                private=bindparam("private"),
             ),
             thread_updates,
         )
