@@ -99,7 +99,7 @@ def prepare(
     if parsed.message_id is None:
         parsed = _with_flag(parsed, Flag.NO_MESSAGE_ID)
     body = compressor.pack_body(
-        Body(split.new_text, split.quoted_text, split.signature, parsed.html)
+        Body(split.new_text, split.quoted_text, split.signature, parsed.html), raw.data
     )
     return Prepared(raw, sha256, compressed, parsed, split, chash, message_id, body=body)
 

@@ -15,12 +15,14 @@ from typing import Any
 import zstandard
 from sqlalchemy import Connection, select
 
-from bridge.store.tables import CompressionDict
+from bridge.store.tables import CompressionDict, RawBlob
 
 LEVEL = 9
 DICT_SIZE = 112 * 1024
 TRAINING_SAMPLES = 2000
 MIN_TRAINING_SAMPLES = 200
+
+DELTA_ON_RAW = b"\x01"  # body format: zstd with the message's raw bytes as dictionary
 
 _decompressors: dict[int, zstandard.ZstdDecompressor] = {}
 
@@ -52,11 +54,18 @@ class Compressor:
     def compress(self, data: bytes) -> bytes:
         return self._zstd.compress(data)
 
-    def pack_body(self, body: Body) -> bytes:
+    def pack_body(self, body: Body, raw: bytes) -> bytes:
+        """The body, compressed against the message's own raw bytes.
+
+        What someone wrote is nearly always already in the raw message, so
+        zstd with the raw bytes as its dictionary stores little more than
+        the differences (a fifth of plain zstd on list mail).
+        """
         text = json.dumps(
             [body.new_text, body.quoted_text, body.signature, body.html], ensure_ascii=False
-        )
-        return self.compress(text.encode("utf-8"))
+        ).encode("utf-8")
+        delta = zstandard.ZstdCompressor(level=LEVEL, dict_data=_raw_dictionary(raw))
+        return DELTA_ON_RAW + delta.compress(text)
 
 
 def decompress(conn: Connection, blob: bytes) -> bytes:
@@ -77,9 +86,24 @@ def decompress(conn: Connection, blob: bytes) -> bytes:
     return decompressor.decompress(blob)
 
 
-def unpack_body(conn: Connection, blob: bytes) -> Body:
-    new_text, quoted_text, signature, html = json.loads(decompress(conn, blob))
+def unpack_body(conn: Connection, blob: bytes, raw_sha256: str) -> Body:
+    """A message's body; `raw_sha256` names the raw bytes it was compressed against."""
+    raw_blob = conn.execute(select(RawBlob.data).where(RawBlob.sha256 == raw_sha256)).scalar_one()
+    return unpack_body_with_raw(conn, blob, raw_blob)
+
+
+def unpack_body_with_raw(conn: Connection, blob: bytes, raw_blob: bytes) -> Body:
+    """A message's body, given its compressed raw bytes (when a query fetched both)."""
+    if blob[:1] != DELTA_ON_RAW:
+        raise ValueError(f"unknown body format {blob[:1]!r}")
+    raw = decompress(conn, raw_blob)
+    delta = zstandard.ZstdDecompressor(dict_data=_raw_dictionary(raw))
+    new_text, quoted_text, signature, html = json.loads(delta.decompress(blob[1:]))
     return Body(new_text, quoted_text, signature, html)
+
+
+def _raw_dictionary(raw: bytes) -> zstandard.ZstdCompressionDict:
+    return zstandard.ZstdCompressionDict(raw, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
 def current_dictionary(conn: Connection) -> bytes | None:

@@ -56,6 +56,9 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         # so a write transaction takes the lock at its start.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # 16 KiB pages hold a typical compressed message without overflow pages
+        # (a no-op once the database exists).
+        cursor.execute("PRAGMA page_size=16384")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")

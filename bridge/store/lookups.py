@@ -177,7 +177,7 @@ class Lookups:
         )
         for row in rows:
             self.thread_of.setdefault(row.id, row.thread_id)
-            body = unpack_body(self.conn, row.body)
+            body = unpack_body(self.conn, row.body, row.raw_sha256)
             member = threading_store.member_from_row(
                 row,
                 participants.get(row.id, frozenset()),

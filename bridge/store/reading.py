@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bridge.core.normalize import normalize_message_id
 from bridge.errors import NotFoundError
-from bridge.store.blobs import decompress, unpack_body
+from bridge.store.blobs import decompress, unpack_body_with_raw
 from bridge.store.tables import (
     Attachment,
     Delivery,
@@ -82,14 +82,16 @@ def thread_messages(session: Session, thread_id: int) -> list[MessageView]:
     """The thread's messages in tree order (depth-first, siblings by date)."""
     rows = list(
         session.execute(
-            select(Message, Person.address, Person.name)
+            select(Message, Person.address, Person.name, RawBlob.data)
             .outerjoin(Person, Person.id == Message.sender_id)
+            .join(RawBlob, RawBlob.sha256 == Message.raw_sha256)
             .where(Message.thread_id == thread_id)
         )
     )
     if not rows:
         raise NotFoundError("thread", str(thread_id))
-    by_pk = {message.id: (message, address or "", name or "") for message, address, name in rows}
+    by_pk = {message.id: (message, address or "", name or "") for message, address, name, _ in rows}
+    raws = {message.id: raw for message, _a, _n, raw in rows}
     children: dict[int | None, list[int]] = defaultdict(list)
     for pk, (message, _a, _n) in by_pk.items():
         parent = message.parent_id if message.parent_id in by_pk else None
@@ -106,7 +108,7 @@ def thread_messages(session: Session, thread_id: int) -> list[MessageView]:
         seen.add(pk)
         message, address, name = by_pk[pk]
         parent_row = by_pk.get(message.parent_id) if message.parent_id else None
-        body = unpack_body(session.connection(), message.body)
+        body = unpack_body_with_raw(session.connection(), message.body, raws[pk])
         views.append(
             MessageView(
                 pk=pk,

@@ -161,7 +161,7 @@ class ContentHash(Base):
     __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
 
     hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"))
 
 
 class Reference(Base):
@@ -170,9 +170,10 @@ class Reference(Base):
     __tablename__ = "message_refs"
     __table_args__ = {"sqlite_with_rowid": False}  # the key is the table: no second index
 
+    # Keyed by the id named first: "who names this id?" is the only question asked.
+    ref_id: Mapped[str] = mapped_column(String(998), primary_key=True)
     message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ref_id: Mapped[str] = mapped_column(String(998), index=True)
 
 
 class FallbackLink(Base):

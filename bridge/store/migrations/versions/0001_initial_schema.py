@@ -136,9 +136,6 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('hash', name=op.f('pk_content_hashes')),
     sqlite_with_rowid=False
     )
-    with op.batch_alter_table('content_hashes', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_content_hashes_message_pk'), ['message_pk'], unique=False)
-
     op.create_table('deliveries',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('message_pk', sa.Integer(), nullable=False),
@@ -182,11 +179,9 @@ def upgrade() -> None:
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('ref_id', sa.String(length=998), nullable=False),
     sa.ForeignKeyConstraint(['message_pk'], ['messages.id'], name=op.f('fk_message_refs_message_pk_messages')),
-    sa.PrimaryKeyConstraint('message_pk', 'position', name=op.f('pk_message_refs')),
+    sa.PrimaryKeyConstraint('ref_id', 'message_pk', 'position', name=op.f('pk_message_refs')),
     sqlite_with_rowid=False
     )
-    with op.batch_alter_table('message_refs', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_message_refs_ref_id'), ['ref_id'], unique=False)
 
     op.create_table('recipients',
     sa.Column('message_pk', sa.Integer(), nullable=False),
@@ -232,9 +227,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_recipients_person_id'))
 
     op.drop_table('recipients')
-    with op.batch_alter_table('message_refs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_message_refs_ref_id'))
-
     op.drop_table('message_refs')
     with op.batch_alter_table('message_ids', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_message_ids_message_pk'))
@@ -245,9 +237,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_deliveries_message_pk'))
 
     op.drop_table('deliveries')
-    with op.batch_alter_table('content_hashes', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_content_hashes_message_pk'))
-
     op.drop_table('content_hashes')
     op.drop_table('attachments')
     with op.batch_alter_table('quarantine', schema=None) as batch_op:
