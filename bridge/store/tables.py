@@ -228,10 +228,8 @@ class Delivery(Base):
     __table_args__ = (UniqueConstraint("source", "key", name="uq_deliveries_source_key"),)
 
 
-class Quarantined(Base):
-    """A copy that could not be stored, with its bytes and the reason."""
-
-    __tablename__ = "quarantine"
+class CopyOfSource:
+    """Where a copy that was not stored as a message came from, and its bytes."""
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_messages.sha256"))
@@ -239,6 +237,13 @@ class Quarantined(Base):
     location: Mapped[str] = mapped_column(Text, default="")
     mailbox: Mapped[str] = mapped_column(Text, default="")
     key: Mapped[str] = mapped_column(Text)
+
+
+class Quarantined(CopyOfSource, Base):
+    """A copy that could not be stored, with its bytes and the reason."""
+
+    __tablename__ = "quarantine"
+
     envelope_from: Mapped[str | None] = mapped_column(Text, nullable=True)
     envelope_to: Mapped[str] = mapped_column(Text, default="")
     reason: Mapped[str] = mapped_column(String(64), index=True)
@@ -283,17 +288,11 @@ class RuleHit(Base):
     last_hit_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-class Skipped(Base):
+class Skipped(CopyOfSource, Base):
     """A copy a rule said not to bridge: its bytes are kept, and it is counted."""
 
     __tablename__ = "skipped"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    raw_sha256: Mapped[str] = mapped_column(ForeignKey("raw_messages.sha256"))
-    source: Mapped[str] = mapped_column(String(16))
-    location: Mapped[str] = mapped_column(Text, default="")
-    mailbox: Mapped[str] = mapped_column(Text, default="")
-    key: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str | None] = mapped_column(String(998), nullable=True)
     rule: Mapped[str] = mapped_column(String(200), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
