@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    from bridge import commands
+    from bridge import commands, rules_cli
 
     p = command("import", commands.cmd_import, "import mbox, maildir, .eml and message folders")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ident", nargs="?", type=int, metavar="ID")
     p.add_argument("--all", action="store_true", help="retry: every quarantined message")
     p.add_argument("-o", "--output", metavar="FILE", help="show: write the raw bytes here")
+
+    p = command(
+        "rules", rules_cli.cmd_rules, "test the rules on a message, or replay them over stored mail"
+    )
+    rules_cli.add_arguments(p)
 
     p = command("db", commands.cmd_db, "database schema")
     p.add_argument("action", choices=["upgrade", "current"])

@@ -45,6 +45,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
             args.paths,
             workers=args.workers or config.imports.workers,
             batch_size=config.imports.batch_size,
+            rules=config.ruleset,
             progress=bar.update,
             on_total=set_total,
         )
@@ -257,7 +258,9 @@ def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
     failed = 0
     for ident in ids:
         with Session(engine) as session, session.begin():
-            outcome, reason = pipeline.retry_quarantined(session, ident, utcnow())
+            outcome, reason = pipeline.retry_quarantined(
+                session, ident, utcnow(), rules=config.ruleset
+            )
         if reason:
             failed += 1
         sys.stdout.write(f"{ident}: {outcome.value}{' (' + reason + ')' if reason else ''}\n")

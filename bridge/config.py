@@ -7,11 +7,17 @@ a test keeps the two in step.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
-from dataclasses import dataclass, field, fields
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
+from bridge.core.loops import Identity
+from bridge.core.rule_config import parse_rules, parse_spaces
+from bridge.core.rules import Rule, RuleSet, Space
 from bridge.errors import ConfigError
 from bridge.store.db import DEFAULT_DB_URL
 
@@ -34,17 +40,122 @@ class LimitsConfig:
     max_mime_depth: int = 60
 
 
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "not a valid port"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be positive"
+
+
+def _log_level(value: str) -> str | None:
+    levels = ("debug", "info", "warning", "error")
+    return None if value.lower() in levels else f"expected one of {', '.join(levels)}"
+
+
+def _check(fn: Callable[[Any], str | None]) -> dict[str, Any]:
+    """Field metadata: `fn(value)` returns the problem with a value, or None."""
+    return {"check": fn}
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    host: str = "127.0.0.1"
+    port: int = field(default=2525, metadata=_check(_port))
+    protocol: Literal["smtp", "lmtp"] = "smtp"
+
+
 @dataclass(frozen=True, slots=True)
 class SmtpConfig:
-    host: str = "127.0.0.1"
-    port: int = 2525
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    hostname: str = "localhost"
     domains: tuple[str, ...] = ()
+    max_message_bytes: int = field(default=32 * 1024 * 1024, metadata=_check(_positive))
+    tls_cert: str = ""
+    tls_key: str = ""
+    require_tls: bool = False
+    smtputf8: bool = True
+    idle_timeout: float = field(default=300.0, metadata=_check(_positive))
+    session_timeout: float = field(default=1800.0, metadata=_check(_positive))
+    max_connections: int = field(default=200, metadata=_check(_positive))
+    max_connections_per_client: int = field(default=20, metadata=_check(_positive))
+    batch_size: int = field(default=64, metadata=_check(_positive))
+    batch_wait: float = field(default=0.005, metadata=_check(_positive))
 
 
 @dataclass(frozen=True, slots=True)
 class WebConfig:
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = field(default=8080, metadata=_check(_port))
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = field(default="info", metadata=_check(_log_level))
+
+
+IMAP_MAX_IDLE = 29 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
+
+
+def _idle_timeout(value: int) -> str | None:
+    return None if 0 < value <= IMAP_MAX_IDLE else f"must be between 1 and {IMAP_MAX_IDLE}"
+
+
+def _no_inline_password(value: str) -> str | None:
+    # A config file is copied, backed up and pasted into tickets: secrets stay out of it.
+    return "inline passwords are refused: use password_env or password_file" if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class ImapAccount:
+    """One IMAP mailbox Bridge reads; the password comes from the environment or a file."""
+
+    name: str = ""
+    host: str = ""
+    port: int = field(default=0, metadata=_check(_port))  # 0: 993 for tls, 143 otherwise
+    tls: Literal["tls", "starttls", "plain"] = "tls"
+    ca_file: str = ""
+    username: str = ""
+    password: str = field(default="", metadata=_check(_no_inline_password))
+    password_env: str = ""
+    password_file: str = ""
+    folders: tuple[str, ...] = ("INBOX",)
+    after_action: Literal["none", "seen", "move"] = "none"
+    move_to: str = ""
+    batch_size: int = field(default=200, metadata=_check(_positive))
+    idle: bool = True
+    idle_timeout: int = field(default=600, metadata=_check(_idle_timeout))
+    poll_interval: float = field(default=60.0, metadata=_check(_positive))
+    connect_timeout: float = field(default=30.0, metadata=_check(_positive))
+    read_timeout: float = field(default=120.0, metadata=_check(_positive))
+
+    @property
+    def server_port(self) -> int:
+        return self.port or (993 if self.tls == "tls" else 143)
+
+
+@dataclass(frozen=True, slots=True)
+class ImapConfig:
+    backoff_max: float = field(default=300.0, metadata=_check(_positive))
+    accounts: tuple[ImapAccount, ...] = ()
+
+
+def _domain(value: str) -> str | None:
+    ok = not value or ("." in value and "@" not in value and " " not in value)
+    return None if ok else "expected a domain name such as bridge.example.com"
+
+
+def _address(value: str) -> str | None:
+    ok = not value or ("@" in value and " " not in value)
+    return None if ok else "expected an address such as bridge@example.com"
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    """Who the bridge is when it sends mail: its own mail is recognised and never bridged."""
+
+    message_id_domain: str = field(default="", metadata=_check(_domain))
+    address: str = field(default="", metadata=_check(_address))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +165,19 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    imap: ImapConfig = field(default_factory=ImapConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    # [[spaces]] and [[rules]]: arrays of tables, built by bridge.core.rule_config.
+    spaces: tuple[Space, ...] = ()
+    rules: tuple[Rule, ...] = ()
     source: str = "(defaults)"
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """What `bridge.core.rules.decide` needs: the rules and the bridge's identity."""
+        identity = Identity(self.bridge.message_id_domain, self.bridge.address)
+        return RuleSet(self.rules, identity)
 
 
 SECTIONS: dict[str, type] = {
@@ -63,7 +186,12 @@ SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "smtp": SmtpConfig,
     "web": WebConfig,
+    "log": LogConfig,
+    "imap": ImapConfig,
+    "bridge": BridgeConfig,
 }
+# Arrays of tables with their own builders (regexes compiled once, cross-checked).
+LIST_SECTIONS = ("spaces", "rules")
 ATTRIBUTE = {"import": "imports"}
 
 
@@ -82,33 +210,122 @@ def load_config(path: str | None) -> Config:
 
 def parse_config(data: dict[str, Any], path: str) -> Config:
     values: dict[str, Any] = {"source": path}
+    hints = get_type_hints(Config)
     for key, section in data.items():
+        if key in LIST_SECTIONS:
+            continue
         if key not in SECTIONS:
             raise ConfigError(path, key, "unknown section")
-        if not isinstance(section, dict):
+        if isinstance(SECTIONS[key], type) and not isinstance(section, dict):
             raise ConfigError(path, key, "must be a table")
-        values[ATTRIBUTE.get(key, key)] = _section(SECTIONS[key], section, key, path)
-    return Config(**values)
+        attribute = ATTRIBUTE.get(key, key)
+        values[attribute] = _convert(hints[attribute], section, key, path)
+    values["spaces"] = parse_spaces(data.get("spaces", []), path)
+    values["rules"] = parse_rules(data.get("rules", []), values["spaces"], path)
+    config = Config(**values)
+    _validate(config, path)
+    _validate_imap(config.imap, path)
+    return config
 
 
-def _section(cls: type, data: dict[str, Any], prefix: str, path: str) -> Any:
+def _convert(hint: Any, value: Any, key: str, path: str) -> Any:
+    """`value` from TOML as the type `hint` names; nested by the schema, not the data."""
+    origin = get_origin(hint)
+    if is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(path, key, f"has value {value!r}: expected a table")
+        return _build(hint, value, key, path)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(path, key, f"has value {value!r}: expected a list")
+        item = get_args(hint)[0]
+        return tuple(_convert(item, v, f"{key}[{i}]", path) for i, v in enumerate(value))
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            expected = ", ".join(repr(c) for c in choices)
+            raise ConfigError(path, key, f"has value {value!r}: expected one of {expected}")
+        return value
+    if origin in (Union, types.UnionType):  # `X | None`: TOML has no null, so a value is an X
+        (inner,) = [a for a in get_args(hint) if a is not type(None)]
+        return _convert(inner, value, key, path)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(hint, type) and (
+        isinstance(value, bool) != (hint is bool) or not isinstance(value, hint)
+    ):
+        raise ConfigError(path, key, f"has value {value!r}: expected {hint.__name__}")
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str, path: str) -> Any:
     known = {f.name: f for f in fields(cls)}
+    hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
             raise ConfigError(path, f"{prefix}.{key}", "unknown key")
-        default = getattr(cls(), key)
-        if isinstance(default, tuple) and isinstance(value, list):
-            if not all(isinstance(v, str) for v in value):
-                raise ConfigError(path, f"{prefix}.{key}", f"has value {value!r}: expected strings")
-            value = tuple(value)
-        if isinstance(default, bool) != isinstance(value, bool) or not isinstance(
-            value, type(default)
-        ):
-            raise ConfigError(
-                path,
-                f"{prefix}.{key}",
-                f"has value {value!r}: expected {type(default).__name__}",
-            )
-        kwargs[key] = value
+        dotted = f"{prefix}.{key}"
+        converted = _convert(hints[key], value, dotted, path)
+        check = known[key].metadata.get("check")
+        problem = check(converted) if check else None
+        if problem:
+            raise ConfigError(path, dotted, f"has value {value!r}: {problem}")
+        kwargs[key] = converted
     return cls(**kwargs)
+
+
+def _validate(config: Config, path: str) -> None:
+    """Checks that span keys: the daemon refuses to start on any of these."""
+    smtp = config.smtp
+    if not smtp.domains and not all(_loopback(lst.host) for lst in smtp.listeners):
+        # An SMTP listener reachable from the network must not accept mail for anyone.
+        raise ConfigError(
+            path,
+            "smtp.domains",
+            "must list the accepted domains or addresses when a listener is not on loopback",
+        )
+    if bool(smtp.tls_cert) != bool(smtp.tls_key):
+        raise ConfigError(path, "smtp.tls_cert", "tls_cert and tls_key go together")
+    for key in ("tls_cert", "tls_key"):
+        name = getattr(smtp, key)
+        if name and not Path(name).is_file():
+            raise ConfigError(path, f"smtp.{key}", f"has value {name!r}: no such file")
+    if smtp.require_tls and not smtp.tls_cert:
+        raise ConfigError(path, "smtp.require_tls", "needs smtp.tls_cert and smtp.tls_key")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_imap(imap: ImapConfig, path: str) -> None:
+    """IMAP account checks that span keys: names, credentials, TLS, after-action."""
+    seen: set[str] = set()
+    for i, account in enumerate(imap.accounts):
+        key = f"imap.accounts[{i}]"
+        for required in ("name", "host", "username"):
+            if not getattr(account, required):
+                raise ConfigError(path, f"{key}.{required}", "is required")
+        if not account.name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            # The name is part of every delivery key and checkpoint: keep it plain.
+            raise ConfigError(path, f"{key}.name", f"has value {account.name!r}: use a-z, 0-9, -_.")
+        if account.name in seen:
+            raise ConfigError(path, f"{key}.name", f"has value {account.name!r}: used twice")
+        seen.add(account.name)
+        if bool(account.password_env) == bool(account.password_file):
+            raise ConfigError(path, f"{key}.password_env", "set one of password_env, password_file")
+        if account.tls == "plain" and not _loopback(account.host):
+            raise ConfigError(path, f"{key}.tls", "plain (no TLS) is only allowed on loopback")
+        if not account.folders:
+            raise ConfigError(path, f"{key}.folders", "must name at least one folder")
+        if account.after_action == "move":
+            if not account.move_to:
+                raise ConfigError(path, f"{key}.move_to", "is required when after_action is move")
+            if account.move_to in account.folders:
+                raise ConfigError(path, f"{key}.move_to", "must not be one of the folders read")

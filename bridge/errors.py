@@ -68,3 +68,7 @@ class ImportSourceError(BridgeError):
     def __init__(self, path: str, problem: str) -> None:
         self.path = path
         super().__init__(f"{path}: {problem}")
+
+
+class RulesArgumentError(BridgeError):
+    """Raised by `rules_cli.cmd_rules` for a bad `--since` date or an unreadable message file."""

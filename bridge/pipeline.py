@@ -24,6 +24,7 @@ from bridge.core import dedupe
 from bridge.core.message import Flag, ParsedMessage, RawMessage, RuleDecision, SplitText
 from bridge.core.parse import ParseLimits, parse_message
 from bridge.core.quotes import split_reply
+from bridge.core.rules import RuleSet, decide
 from bridge.errors import ParseError
 from bridge.store.blobs import Body, Compressor
 
@@ -72,7 +73,10 @@ class Tally:
 
 
 def prepare(
-    raw: RawMessage, compressor: Compressor | None = None, limits: ParseLimits | None = None
+    raw: RawMessage,
+    compressor: Compressor | None = None,
+    limits: ParseLimits | None = None,
+    rules: RuleSet | None = None,
 ) -> Prepared:
     """Parse, split, hash and compress one raw message: no I/O, safe in worker processes.
 
@@ -89,6 +93,11 @@ def prepare(
     except Exception as exc:  # a parser bug must not stop an import: quarantine it
         log.exception("parse failed on %s", raw.provenance.key)
         return Prepared(raw, sha256, compressed, failure=("parse-failed", _describe(exc)))
+    decision = RuleDecision()
+    if rules is not None:
+        decision, refused = decide(rules, parsed, raw.provenance)
+        if refused is not None:
+            return Prepared(raw, sha256, compressed, failure=refused)
     try:
         split = split_reply(parsed.text)
         chash = dedupe.content_hash(parsed)
@@ -101,7 +110,9 @@ def prepare(
     body = compressor.pack_body(
         Body(split.new_text, split.quoted_text, split.signature, parsed.html), raw.data
     )
-    return Prepared(raw, sha256, compressed, parsed, split, chash, message_id, body=body)
+    return Prepared(
+        raw, sha256, compressed, parsed, split, chash, message_id, body=body, decision=decision
+    )
 
 
 def _with_flag(parsed: ParsedMessage, flag: str) -> ParsedMessage:
@@ -132,7 +143,11 @@ def store_batch(
 
 
 def retry_quarantined(
-    session: Session, row_id: int, now: datetime, compressor: Compressor | None = None
+    session: Session,
+    row_id: int,
+    now: datetime,
+    compressor: Compressor | None = None,
+    rules: RuleSet | None = None,
 ) -> tuple[Outcome, str | None]:
     """Run a quarantined copy through the pipeline again (after a fix or an upgrade).
 
@@ -144,7 +159,7 @@ def retry_quarantined(
     from bridge.store.tables import Quarantined
 
     row = quarantine.get_held(session, row_id)
-    item = prepare(quarantine.raw_message(session, row), compressor)
+    item = prepare(quarantine.raw_message(session, row), compressor, rules=rules)
     if item.failure is not None:
         reason, detail = item.failure
         session.execute(

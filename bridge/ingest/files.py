@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from bridge import pipeline
 from bridge.core.message import RawMessage
+from bridge.core.rules import RuleSet
 from bridge.ingest.sources import FileStamp, Found, Item, count_messages, discover, read_items
 from bridge.store.blobs import (
     TRAINING_SAMPLES,
@@ -52,6 +53,7 @@ def run_import(
     *,
     workers: int | None = None,
     batch_size: int = BATCH_SIZE,
+    rules: RuleSet | None = None,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -69,7 +71,7 @@ def run_import(
     compressor = Compressor(_dictionary(engine, todo, clock()))
     items = _items(todo)
     workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
-    with _pool(workers, compressor) as pool:
+    with _pool(workers, compressor, rules) as pool:
         pending = _submit(pool, _take(items, batch_size))
         while pending is not None:
             batch_items, future = pending
@@ -121,27 +123,30 @@ class _Done:
         return self.value
 
 
+# What each worker process prepares messages with, set once when it starts.
 _worker_compressor = Compressor()
+_worker_rules: RuleSet | None = None
 
 
-def _init_worker(compressor: Compressor) -> None:
-    global _worker_compressor
+def _init_worker(compressor: Compressor, rules: RuleSet | None) -> None:
+    global _worker_compressor, _worker_rules
     _worker_compressor = compressor
+    _worker_rules = rules
 
 
-def _pool(workers: int, compressor: Compressor) -> Any:
-    _init_worker(compressor)
+def _pool(workers: int, compressor: Compressor, rules: RuleSet | None) -> Any:
+    _init_worker(compressor, rules)
     if workers <= 1:
         return _SerialPool()
     return multiprocessing.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(compressor,)
+        workers, initializer=_init_worker, initargs=(compressor, rules)
     )
 
 
 def _prepare_raw(raw: RawMessage | None) -> pipeline.Prepared | None:
     if raw is None:
         return None
-    return pipeline.prepare(raw, _worker_compressor)
+    return pipeline.prepare(raw, _worker_compressor, rules=_worker_rules)
 
 
 def _training_samples(todo: list[Found]) -> list[bytes]:

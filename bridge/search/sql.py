@@ -1,12 +1,25 @@
-"""SQL helpers shared by the search backends."""
+"""SQL helpers and the candidate row shared by the search backends."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy import TextClause, bindparam, text
 
+from bridge.core.query import Query
 from bridge.store.tables import UTCDateTime
+
+
+class Candidate(NamedTuple):
+    """A matching message as a backend reads it, with the engine's text relevance
+    (BM25 on SQLite, ts_rank on PostgreSQL; 1.0 when no words were searched)."""
+
+    pk: int
+    thread_id: int
+    sort_date: datetime | str
+    relevance: float
 
 
 def typed_sql(sql: str, params: dict[str, Any]) -> TextClause:
@@ -14,3 +27,12 @@ def typed_sql(sql: str, params: dict[str, Any]) -> TextClause:
     clause = text(sql)
     dates = [bindparam(name, type_=UTCDateTime()) for name in ("before", "after") if name in params]
     return clause.bindparams(*dates) if dates else clause
+
+
+def field_items(query: Query, *, subject: bool) -> Iterator[tuple[str, ...]]:
+    """The positive words and phrases of `query` that can hit a field
+    (`subject:` ones only the subject)."""
+    yield from ((term,) for term in query.terms)
+    yield from query.phrases
+    if subject:
+        yield from query.subject

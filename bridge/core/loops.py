@@ -1,0 +1,76 @@
+"""Loop and noise safety: the bridge's own mail, and mail that is going round in circles.
+
+Pure: the bridge's identity (its Message-ID domain and sender address) comes
+in as an argument, never from the host name or the clock.
+
+- Own mail (digests, sign-in links, anything the bridge sends later) carries
+  a Message-ID at the bridge's domain and the `X-Bridge-Origin` header whose
+  value is that domain. Either one, when it names this bridge, marks the copy
+  as own mail: it is kept and counted as skipped, never bridged or answered.
+- More than `MAX_RECEIVED` `Received` headers means a mail loop (RFC 5321
+  section 6.3 suggests loop detection by counting them; Postfix and Exim
+  both stop at 50 or so by default): the copy goes to quarantine.
+- Auto-replies (RFC 3834) and bounces (RFC 3464) are not decided here: the
+  parser flags them (`Flag.AUTO_REPLY`, `Flag.BOUNCE`), the store keeps
+  them flagged, and rules may match on those flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.core.message import ParsedMessage
+
+# The header the bridge puts on every message it sends. Its value is the
+# bridge's Message-ID domain, so two bridges of two companies mailing each
+# other each only drop their own mail.
+ORIGIN_HEADER = "X-Bridge-Origin"
+MAX_RECEIVED = 50
+OWN_MAIL_RULE = "builtin:own-mail"
+LOOP_REASON = "mail-loop"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the bridge is when it sends mail.
+
+    `message_id_domain` is the right-hand side of the Message-IDs it makes;
+    `address` the From address of its digests. Empty means not configured:
+    then only the `X-Bridge-Origin` header recognises own mail.
+    """
+
+    message_id_domain: str = ""
+    address: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message_id_domain", self.message_id_domain.strip().lower())
+        object.__setattr__(self, "address", self.address.strip().lower())
+
+
+def own_mail(parsed: ParsedMessage, identity: Identity) -> str | None:
+    """Why this is mail the bridge sent itself (for people), or None."""
+    domain = identity.message_id_domain
+    if domain and parsed.message_id:
+        right = parsed.message_id.rpartition("@")[2].lower()
+        if right == domain:
+            return f"Message-ID at {domain}"
+    for value in parsed.header_values(ORIGIN_HEADER):
+        origin = value.strip().lower()
+        if origin and (not domain or origin == domain):
+            return f"{ORIGIN_HEADER}: {origin}"
+    if identity.address and parsed.sender and parsed.sender.address == identity.address:
+        auto = (parsed.header("Auto-Submitted") or "").strip().lower()
+        if auto and not auto.startswith("no"):
+            # Auto-Submitted from our own address: a digest that came back
+            # through a list or a forward with its headers stripped.
+            return f"Auto-Submitted from {identity.address}"
+    return None
+
+
+def received_count(parsed: ParsedMessage) -> int:
+    return sum(1 for key, _ in parsed.headers if key.lower() == "received")
+
+
+def loop_check(parsed: ParsedMessage, max_received: int = MAX_RECEIVED) -> str | None:
+    """The quarantine reason when this copy looks like a mail loop, else None."""
+    return LOOP_REASON if received_count(parsed) > max_received else None
