@@ -18,7 +18,9 @@ from bridge.errors import ImportSourceError
 
 # An mbox separator: "From " at the start of a line that ends with a year
 # (pipermail writes "From jeff at kanecap.com  Tue Nov  1 01:04:21 2005").
-MBOX_SEPARATOR = re.compile(rb"^From [^\n]*?\d{4}[ \t]*\r?$", re.MULTILINE)
+# A quoted address can fold it onto a second line that starts with a space.
+MBOX_SEPARATOR = re.compile(rb"^From [^\n]*?(?:\n [^\n]*?)?\d{4}[ \t]*\r?$", re.MULTILINE)
+HEADER_LINE = re.compile(rb"(?:From|Date|Subject|Message-ID|To|Received|Return-Path): ", re.I)
 SKIP_NAMES = {".DS_Store", "dovecot.index", "dovecot-uidlist", "dovecot-keywords", ".mh_sequences"}
 
 
@@ -132,20 +134,25 @@ def read_items(found: Found) -> Iterator[Item]:
 def split_mbox(data: bytes) -> Iterator[tuple[int, int]]:
     """(start, end) byte spans of the messages in an mbox, each after its From_ line.
 
-    A separator counts only at the start of the file or after a blank line,
-    so a body line that happens to start with "From " does not split a message.
+    A separator counts at the start of the file, after a blank line, or where
+    the next line is a header field (pipermail sometimes omits the blank
+    line), so a body line that merely starts with "From " does not split a
+    message.
     """
     starts: list[int] = []
+    ends: dict[int, int] = {}
     for match in MBOX_SEPARATOR.finditer(data):
         begin = match.start()
-        if (
+        after_blank = (
             begin == 0
             or data[max(0, begin - 2) : begin] in (b"\n\n", b"\r\n")
             or (data[max(0, begin - 4) : begin] == b"\r\n\r\n")
-        ):
+        )
+        if after_blank or HEADER_LINE.match(data, match.end() + 1):
             starts.append(begin)
+            ends[begin] = match.end()
     for index, begin in enumerate(starts):
-        body_start = data.find(b"\n", begin)
+        body_start = data.find(b"\n", ends[begin])
         body_start = len(data) if body_start < 0 else body_start + 1
         end = starts[index + 1] if index + 1 < len(starts) else len(data)
         yield body_start, _trim_separator_blank(data, body_start, end)
