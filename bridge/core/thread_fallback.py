@@ -11,7 +11,9 @@ matches quoted text against a candidate parent, hence the code here.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from bisect import bisect_right
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,7 +23,13 @@ _MIN_PRINT_CHARS = 30  # below this ("Thanks!", "ok, see you") a quote proves no
 _MIN_PRINT_WORDS = 5
 _PRINT_CHARS = 200
 _CLOCK_SLACK = timedelta(minutes=3)
+# An attribution renders the parent's own Date header, cut to the minute.
+_QUOTE_SLACK = timedelta(minutes=2)
 _MAX_ZONE_SHIFT = 14  # hours: quoted times are in the quoting reader's zone
+_HOUR = timedelta(hours=1)
+_HALF_HOUR = timedelta(minutes=30)  # India, Newfoundland: only to rule a message out
+_NEAR_LINES = 2
+_ZONE_WEST, _ZONE_EAST = timedelta(hours=12), timedelta(hours=14)  # UTC-12 .. UTC+14
 
 _QUOTE_MARKS = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.MULTILINE)
 _SPACE = re.compile(r"\s+")
@@ -38,7 +46,7 @@ _ATTRIBUTION = re.compile(
     r"(?:wrote|writes|schrieb|a écrit|escribió|ha scritto|skrev)\s*:\s*$", re.I
 )
 _NUMERIC_STAMP = re.compile(
-    r"(\d{1,2})/(\d{1,2})/(\d{2,4})\s+(\d{1,2}):(\d{2})(?::\d{2})?\s*([AaPp][Mm])?"
+    r"(\d{1,2})/(\d{1,2})/(\d{2,4}),?\s+(\d{1,2}):(\d{2})(?::\d{2})?\s*([AaPp]\.?[Mm]\.?)?"
 )
 
 _MONTHS = {
@@ -165,8 +173,8 @@ def _same_moment(quoted: datetime, sent: datetime) -> bool:
     delta = abs(quoted - sent)
     if delta > timedelta(hours=_MAX_ZONE_SHIFT) + _CLOCK_SLACK:
         return False
-    off_hour = delta % timedelta(hours=1)
-    return off_hour <= _CLOCK_SLACK or timedelta(hours=1) - off_hour <= _CLOCK_SLACK
+    off_hour = delta % _HOUR
+    return off_hour <= _CLOCK_SLACK or _HOUR - off_hour <= _CLOCK_SLACK
 
 
 def _tokens(text: str) -> list[str]:
@@ -195,14 +203,36 @@ def names_sender(who: str, address: str) -> bool:
     return any(part in names or any(n.startswith(part) for n in names) for part in rest)
 
 
-def _header_blocks(text: str) -> list[tuple[int, str, datetime]]:
-    """(offset, who, when) for every quoted header that names an author and a time."""
-    lines = _QUOTE_MARKS.sub("", text).splitlines()
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """A quoted header naming an author, and a time when it gives one (its line in the quote)."""
+
+    line: int
+    offset: int
+    who: str
+    when: datetime | None
+    intro: int  # quote depth of the words it introduces
+    wrote: bool  # an "On …, X wrote:" attribution (not Outlook's From/Sent or Lotus)
+
+
+def _quote_lines(text: str) -> tuple[list[str], list[int]]:
+    """The lines without their `>` marks, and each line's quote depth."""
+    lines: list[str] = []
+    depths: list[int] = []
+    for line in text.splitlines():
+        marks = _QUOTE_MARKS.match(line)
+        depths.append(marks.group().count(">") if marks else 0)
+        lines.append(line[marks.end() :] if marks else line)
+    return lines, depths
+
+
+def _header_blocks(lines: list[str], depths: list[int]) -> list[_Block]:
+    """Every quoted header of these (quote-mark free) lines that names an author and a time."""
     offsets, position = [], 0
     for line in lines:
         offsets.append(position)
         position += len(line) + 1
-    found: list[tuple[int, str, datetime]] = []
+    found: list[_Block] = []
     for number, line in enumerate(lines):
         author = _FROM_LINE.match(line)
         if author:
@@ -210,14 +240,16 @@ def _header_blocks(text: str) -> list[tuple[int, str, datetime]]:
                 sent = _SENT_LINE.match(near)
                 stamp = parse_stamp(sent.group(1)) if sent else None
                 if stamp is not None:
-                    found.append((offsets[number], author.group(1), stamp))
+                    who = author.group(1)
+                    found.append(_Block(number, offsets[number], who, stamp, depths[number], False))
                     break
             continue
         if _ATTRIBUTION.search(line):
-            joined = f"{lines[number - 1]} {line}" if number else line
+            # "On Mon, 5 Mar 2007 07:39:00 +0100,\nJose wrote:"; never another attribution
+            above = lines[number - 1] if number else ""
+            joined = line if _ATTRIBUTION.search(above) else f"{above} {line}"
             stamp = parse_stamp(line) or parse_stamp(joined)
-            if stamp is not None:
-                found.append((offsets[number], joined, stamp))
+            found.append(_Block(number, offsets[number], joined, stamp, depths[number] + 1, True))
             continue
         numeric = _NUMERIC_STAMP.search(line)
         if numeric:  # Lotus Notes: "Name/ORG@ORG on 12/07/2001 05:14 AM" or name above
@@ -226,8 +258,76 @@ def _header_blocks(text: str) -> list[tuple[int, str, datetime]]:
                 who = lines[number - 1]
             stamp = parse_stamp(line)
             if stamp is not None:
-                found.append((offsets[number], who, stamp))
+                found.append(_Block(number, offsets[number], who, stamp, depths[number], False))
     return found
+
+
+def _readings(stamp: datetime) -> tuple[datetime, ...]:
+    """The stamp, and with day and month swapped when that is a date too (04/01/2012)."""
+    if stamp.day > 12 or stamp.day == stamp.month:
+        return (stamp,)
+    try:
+        return stamp, stamp.replace(month=stamp.day, day=stamp.month)
+    except ValueError:
+        return (stamp,)
+
+
+def _normalised_lines(lines: list[str]) -> tuple[str, list[int]]:
+    """`normalise_text` of the lines, and where each line starts in it."""
+    parts: list[str] = []
+    starts: list[int] = []
+    position = 0
+    for line in lines:
+        starts.append(position)
+        part = _SPACE.sub(" ", line).strip().casefold()
+        if part:
+            parts.append(part)
+            position += len(part) + 1
+    return " ".join(parts), starts
+
+
+def _could_be_sent(quoted: datetime, parent: ThreadMember) -> bool:
+    """Whether a quoted time may be the parent's, in any zone the quoting reader may be in."""
+    if parent.date is None:
+        return True
+    utc = parent.date
+    if utc.tzinfo is not None:
+        utc = utc.astimezone(UTC).replace(tzinfo=None)
+    for reading in _readings(quoted):
+        shift = reading - utc
+        if -_ZONE_WEST - _QUOTE_SLACK <= shift <= _ZONE_EAST + _QUOTE_SLACK:
+            off = shift % _HALF_HOUR
+            if off <= _QUOTE_SLACK or _HALF_HOUR - off <= _QUOTE_SLACK:
+                return True
+    return False
+
+
+def _quoted_from_elsewhere(
+    blocks: list[_Block], lines: list[str], depths: list[int], line: int, parent: ThreadMember
+) -> bool:
+    """Whether the attribution over the quoted words at `line` dates them to another moment.
+
+    A resent post, a digest, or one question posted twice put the parent's
+    very words under another message's "On …, X wrote:": then the words
+    prove a reply to that message, not to this parent. The attribution over
+    a line is the nearest one above that introduces its quote depth, with no
+    shallower line between (interleaved replies quote several authors).
+    Outlook and Lotus headers do not mark depth, so they never rule out.
+    """
+    depth = depths[line]
+    for block in reversed(blocks):
+        if block.line > line or not block.wrote:
+            continue
+        between = [n for n in range(block.line + 1, line) if lines[n].strip()]
+        if any(depths[n] < depth for n in between):
+            return False
+        if block.intro == depth:
+            # Only words right under the attribution are surely its own: a
+            # quoted message may itself quote the parent without marks.
+            if len(between) > _NEAR_LINES:
+                return False
+            return block.when is not None and not _could_be_sent(block.when, parent)
+    return False
 
 
 def _participants_overlap(child: ThreadMember, parent: ThreadMember) -> bool:
@@ -253,18 +353,25 @@ def reply_link(
     haystack = child.quoted_text  # new text holding the parent's words is a resend
     if not haystack.strip():
         return None
+    lines, depths = _quote_lines(haystack)
+    blocks = _header_blocks(lines, depths)
+    sent = _local_time(parent)
     positions: list[float] = []
     printed = fingerprint(parent.new_text)
     if printed:
-        norm = normalise_text(haystack)
+        norm, starts = _normalised_lines(lines)
         at = norm.find(printed)
-        if at >= 0:
+        line = bisect_right(starts, at) - 1
+        if at >= 0 and not _quoted_from_elsewhere(blocks, lines, depths, line, parent):
             positions.append(at / max(len(norm), 1))
-    sent = _local_time(parent)
     if sent is not None:
-        for offset, who, when in _header_blocks(haystack):
-            if _same_moment(when, sent) and names_sender(who, parent.sender):
-                positions.append(offset / max(len(haystack), 1))
+        for block in blocks:
+            if block.when is None:
+                continue
+            if any(_same_moment(r, sent) for r in _readings(block.when)) and names_sender(
+                block.who, parent.sender
+            ):
+                positions.append(block.offset / max(len(haystack), 1))
                 break
     if not positions:
         return None

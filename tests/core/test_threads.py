@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.core.normalize import is_reply_subject, normalize_subject, parse_id_list
+from bridge.core.thread_fallback import fingerprint, parse_stamp
 from bridge.core.threads import (
     ThreadMember,
     build_tree,
@@ -397,6 +398,44 @@ def test_reply_link_guards() -> None:
     thanks = replace(corry, new_text="Thanks!")
     quoting = replace(kathy, quoted_text="> Thanks!")
     assert reply_link(quoting, thanks) is None
+
+
+def rjdbc() -> dict[str, ThreadMember]:
+    """R-devel, March 2007: one question posted twice, and a reply to the second post."""
+    box = mailbox.mbox(DATA / "rlists" / "r-devel-2007-March-RJDBC.mbox", create=False)
+    try:
+        members = [member_of(msg, f"rjdbc-{n}") for n, msg in enumerate(box)]
+    finally:
+        box.close()
+    return {m.message_id.split("@")[1]: m for m in members}
+
+
+def test_words_quoted_under_another_posts_attribution_do_not_link() -> None:
+    mail = rjdbc()
+    first, again, reply = mail["yahoo.es"], mail["integromics.com"], mail["r-project.org"]
+    assert reply.in_reply_to == (again.message_id,)  # the headers' answer
+    assert reply.date is not None and first.date is not None and again.date is not None
+    assert first.date < again.date < reply.date
+    # Both posts have the same words; the reply quotes them under
+    # "On Mar 5, 2007, at 7:39 AM, Jose Sierra wrote:", which is the second
+    # post's time (13:39 +0100 read in New York), not the first's (13:06).
+    assert fingerprint(first.new_text) == fingerprint(again.new_text) is not None
+    assert reply_link(reply, again) is not None
+    assert reply_link(reply, first) is None
+    parents = build_tree(
+        [first, again, replace(reply, references=(), in_reply_to=())],
+        [
+            (reply.message_id, p.message_id, score)
+            for p in (first, again)
+            if (score := reply_link(reply, p)) is not None
+        ],
+    )
+    assert parents[reply.message_id] == again.message_id
+
+
+def test_parse_stamp_reads_dotted_am_pm() -> None:
+    # "On 23/09/2023 1:43 p.m., X wrote:" (Thunderbird in English (Canada))
+    assert parse_stamp("On 23/09/2023 1:43 p.m., X wrote:") == datetime(2023, 9, 23, 13, 43)
 
 
 def test_fallback_only_for_members_without_header_links() -> None:
