@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,15 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         bar.total = total
         bar.refresh()
 
+    interrupts: list[int] = []
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        if interrupts:  # a second Ctrl-C: stop now; the batch in flight rolls back
+            raise KeyboardInterrupt
+        interrupts.append(signum)
+        sys.stderr.write("\nbridge: finishing the current batch (Ctrl-C again to stop now)\n")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         result = run_import(
             engine,
@@ -46,10 +56,12 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
             workers=args.workers or config.imports.workers,
             batch_size=config.imports.batch_size,
             rules=config.ruleset,
+            stop=lambda: bool(interrupts),
             progress=bar.update,
             on_total=set_total,
         )
     finally:
+        signal.signal(signal.SIGINT, previous)
         bar.close()
     tally = result.tally
     rate = tally.read / result.seconds if result.seconds > 0 else 0.0
@@ -66,6 +78,9 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     )
     for reason, count in sorted(tally.quarantine_reasons.items()):
         out.write(f"  quarantined ({reason}): {count}\n")
+    if result.interrupted:
+        sys.stderr.write("bridge: interrupted; run the same command again to resume\n")
+        return 130
     return 0
 
 

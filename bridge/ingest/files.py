@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ class ImportResult:
     files_total: int
     files_skipped: int
     seconds: float
+    interrupted: bool = False
 
 
 def run_import(
@@ -54,11 +56,16 @@ def run_import(
     workers: int | None = None,
     batch_size: int = BATCH_SIZE,
     rules: RuleSet | None = None,
+    stop: Callable[[], bool] = lambda: False,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ImportResult:
-    """Import every message under `paths`; `progress(n)` is called as messages are stored."""
+    """Import every message under `paths`; `progress(n)` is called as messages are stored.
+
+    `stop()` is asked between batches: when it says yes, the batch in hand is
+    stored and committed, and the import ends early (run it again to resume).
+    """
     import time
 
     started = time.monotonic()
@@ -72,16 +79,19 @@ def run_import(
     items = _items(todo)
     workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
     with _pool(workers, compressor, rules) as pool:
+        interrupted = False
         pending = _submit(pool, _take(items, batch_size))
         while pending is not None:
             batch_items, future = pending
             prepared = future()
+            interrupted = stop()
             # parse the next batch while this one is stored
-            pending = _submit(pool, _take(items, batch_size))
+            pending = None if interrupted else _submit(pool, _take(items, batch_size))
             _store(engine, batch_items, prepared, tally, clock())
             if progress is not None:
                 progress(len(batch_items))
-    return ImportResult(tally, len(found), len(found) - len(todo), time.monotonic() - started)
+    seconds = time.monotonic() - started
+    return ImportResult(tally, len(found), len(found) - len(todo), seconds, interrupted)
 
 
 def _finished_files(engine: Engine) -> dict[str, tuple[int, int]]:
@@ -130,6 +140,8 @@ _worker_rules: RuleSet | None = None
 
 def _init_worker(compressor: Compressor, rules: RuleSet | None) -> None:
     global _worker_compressor, _worker_rules
+    if multiprocessing.parent_process() is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the writer's to handle
     _worker_compressor = compressor
     _worker_rules = rules
 

@@ -9,6 +9,7 @@ with the dictionaries kept in the `compression_dicts` table.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,9 @@ MIN_TRAINING_SAMPLES = 200
 
 DELTA_ON_RAW = b"\x01"  # body format: zstd with the message's raw bytes as dictionary
 
-_decompressors: dict[int, zstandard.ZstdDecompressor] = {}
+# zstd (de)compressor objects must not be shared between threads: each reader
+# thread keeps its own, by dictionary id.
+_local = threading.local()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +43,22 @@ class Body:
 class Compressor:
     """Compresses with the store's current dictionary (or none before one is trained).
 
-    Picklable by its dictionary bytes, so import workers can build their own.
+    Picklable by its dictionary bytes, so import workers can build their own;
+    safe to share between threads (each thread gets its own zstd compressor).
     """
 
     def __init__(self, dictionary: bytes | None = None) -> None:
         self.dictionary = dictionary
-        data = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
-        self._zstd = zstandard.ZstdCompressor(level=LEVEL, dict_data=data)
+        self._data = zstandard.ZstdCompressionDict(dictionary) if dictionary else None
+        self._local = threading.local()
+
+    @property
+    def _zstd(self) -> zstandard.ZstdCompressor:
+        compressor = getattr(self._local, "zstd", None)
+        if compressor is None:
+            compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=self._data)
+            self._local.zstd = compressor
+        return compressor
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Compressor, (self.dictionary,))
@@ -70,7 +82,10 @@ class Compressor:
 
 def decompress(conn: Connection, blob: bytes) -> bytes:
     dict_id = zstandard.get_frame_parameters(blob).dict_id
-    decompressor = _decompressors.get(dict_id)
+    decompressors: dict[int, zstandard.ZstdDecompressor] = _local.__dict__.setdefault(
+        "decompressors", {}
+    )
+    decompressor = decompressors.get(dict_id)
     if decompressor is None:
         data = None
         if dict_id:
@@ -82,7 +97,7 @@ def decompress(conn: Connection, blob: bytes) -> bytes:
         decompressor = zstandard.ZstdDecompressor(
             dict_data=zstandard.ZstdCompressionDict(data) if data else None
         )
-        _decompressors[dict_id] = decompressor
+        decompressors[dict_id] = decompressor
     return decompressor.decompress(blob)
 
 
