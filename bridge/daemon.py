@@ -1,36 +1,83 @@
-"""`bridge run`: the composition root. Builds the store, the listeners and the web app.
+"""`bridge run`: the composition root. Builds the store, the listeners, the services, the web.
 
-One asyncio process: the SMTP listener and the web server share the loop;
-the store is reached through `StoreRunner` (one writer thread).
+One asyncio process: the SMTP/LMTP listeners, the web server and the
+services (IMAP workers, the scheduler) share the loop; the store is reached
+through `StoreRunner` (one writer thread) and live deliveries are stored
+by group commit. Signals: SIGTERM/SIGINT stop gracefully (421 to new
+connections, messages in DATA finish, services flush, exit 0 within 10 s),
+SIGHUP reloads the config (a bad one is logged and the old one kept).
+systemd hears READY, RELOADING, STOPPING and WATCHDOG.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
-from aiosmtpd.controller import Controller
-from sqlalchemy import text
 
 from bridge import pipeline
-from bridge.config import Config
+from bridge.config import Config, ListenerConfig, SmtpConfig, load_config
 from bridge.core.message import RawMessage
-from bridge.ingest.smtp import BridgeHandler
+from bridge.errors import ConfigError
+from bridge.group_commit import GroupCommit
+from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
+from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
+from bridge.sdnotify import Notifier
 from bridge.store.blobs import Compressor, current_dictionary
 from bridge.store.db import make_engine
 from bridge.store.migrate import is_current, upgrade
 from bridge.store.runner import StoreRunner
+from bridge.web.app import make_app
+from bridge.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_SECONDS = 10.0  # systemd's and the issue's budget; draining gets most of it
+DRAIN_SECONDS = 6.0
+
+
+class Service(Protocol):
+    """A long-running part of the daemon beside the listeners (IMAP workers, scheduler).
+
+    `stop` must flush its checkpoints; `reload` gets the new config after SIGHUP.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def reload(self, config: Config) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A listener as it ended up: the real port when the config said 0."""
+
+    host: str
+    port: int
+    protocol: str
+
 
 class Daemon:
-    def __init__(self, config: Config, db_url: str | None = None) -> None:
+    def __init__(
+        self, config: Config, db_url: str | None = None, *, notifier: Notifier | None = None
+    ) -> None:
         self.config = config
+        self.notifier = notifier or Notifier()
+        # What each source reports for /healthz: "imap:<account>" -> {"state": ..., ...}.
+        self.status: dict[str, dict[str, Any]] = {}
+        self.metrics = Metrics()
+        self.services: list[Service] = []
+        self.reload_hooks: list[Callable[[Config], object]] = []
         # FULL: a commit is on disk before SMTP answers 250.
         engine = make_engine(db_url or config.database.url, synchronous="FULL")
         if not is_current(engine):
@@ -38,56 +85,202 @@ class Daemon:
         self.store = StoreRunner(engine)
         with engine.connect() as conn:
             self.compressor = Compressor(current_dictionary(conn))
+        self.guard = ConnectionGuard(lambda: self.config.smtp)
+        self.guard.on_change = self.metrics.session
+        self.metrics.smtp_active.set_function(lambda: len(self.guard.sessions))
+        self.committer: GroupCommit | None = None
+        self.smtp_bound: list[Bound] = []
+        self.web_bound: Bound | None = None
+        self._servers: list[asyncio.Server] = []
+        self._web: web.AppRunner | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopped = False
+        self.imap_status = ImapStatus()
+        self._imap_stop = asyncio.Event()
+        self._imap: asyncio.Task[None] | None = None
+        self.metrics.before_scrape.append(self._imap_metrics)
+
+    # -- delivery ---------------------------------------------------------------
 
     async def deliver(self, raw: RawMessage) -> pipeline.Outcome:
+        """Store one live message; returns once it is durable."""
+        assert self.committer is not None, "start() first"
+        return await self.committer.submit(raw)
+
+    def _stored(self, item: pipeline.Prepared, outcome: pipeline.Outcome) -> None:
+        self.metrics.count(item.raw.provenance.source, outcome.value)
+
+    def health_status(self) -> Mapping[str, Mapping[str, Any]]:
+        smtp = {
+            "state": "closing" if self.guard.closing else "listening",
+            "listeners": [f"{b.protocol}://{b.host}:{b.port}" for b in self.smtp_bound],
+            "sessions": len(self.guard.sessions),
+        }
+        imap = {f"imap:{name}": state for name, state in self.imap_status.snapshot().items()}
+        return {"smtp": smtp, **imap, **self.status}
+
+    def _imap_metrics(self) -> None:
+        for account in self.imap_status.accounts():
+            lag = account.lag_seconds()
+            if lag is not None:
+                self.metrics.imap_lag.labels(account=account.name).set(lag)
+
+    # -- life cycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        smtp = self.config.smtp
+        self.committer = GroupCommit(
+            self.store,
+            self.compressor,
+            max_batch=smtp.batch_size,
+            max_wait=smtp.batch_wait,
+            on_stored=self._stored,
+        )
+        self.committer.start()
+        context = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
+        for listener in smtp.listeners:
+            await self._listen(listener, context)
+        if self.config.imap.accounts:
+            committer = self.committer
+
+            def prepare(raws: Any) -> list[pipeline.Prepared]:
+                return [committer.prepare(raw) for raw in raws]
+
+            loop = asyncio.get_running_loop()
+            imap_store = SessionStore.from_runner(self.store, loop, prepare=prepare)
+            self._imap = loop.create_task(
+                run_imap(self.config.imap, imap_store, self.imap_status, self._imap_stop),
+                name="imap",
+            )
+        for service in self.services:
+            await service.start()
+        app = make_app(self.store, self.metrics, self.health_status)
+        self._web = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._web.setup()
+        site = web.TCPSite(self._web, self.config.web.host, self.config.web.port)
+        await site.start()
+        port = self._web.addresses[0][1] if self._web.addresses else self.config.web.port
+        self.web_bound = Bound(self.config.web.host, port, "http")
+        log.info(
+            "bridge running: %s, web on http://%s:%d/",
+            ", ".join(f"{b.protocol} on {b.host}:{b.port}" for b in self.smtp_bound),
+            self.web_bound.host,
+            self.web_bound.port,
+        )
+
+    async def _listen(self, listener: ListenerConfig, context: Any) -> None:
+        location = f"{listener.protocol}://{listener.host}:{listener.port}"
+        handler = BridgeHandler(self.deliver, self._smtp_settings, location, listener.protocol)
+        factory = session_factory(handler, self.guard, self._smtp_settings, context)
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(None, pipeline.prepare, raw, self.compressor)
-        now = datetime.now(UTC)
-        outcomes = await self.store.write(lambda s: pipeline.store_batch(s, [prepared], now))
-        return outcomes[0]
+        server = await loop.create_server(factory, listener.host, listener.port)
+        self._servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        self.smtp_bound.append(Bound(listener.host, port, listener.protocol))
 
-    def web_app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/healthz", self.healthz)
-        return app
+    def _smtp_settings(self) -> SmtpConfig:
+        return self.config.smtp
 
-    async def healthz(self, request: web.Request) -> web.Response:
+    async def stop(self) -> None:
+        """Graceful stop: 421 to newcomers, DATA in flight finishes, everything flushed."""
+        if self._stopped:
+            return
+        self._stopped = True
+        loop = asyncio.get_running_loop()
+        await self.guard.drain(loop.time() + DRAIN_SECONDS)
+        for server in self._servers:
+            server.close()
+        self._imap_stop.set()
+        if self._imap is not None:
+            # Workers commit their batch and checkpoint, or are cut after a grace period.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._imap), timeout=SHUTDOWN_SECONDS / 2)
+            except Exception:
+                log.exception("stopping the IMAP workers failed")
+        for service in reversed(self.services):
+            try:
+                await asyncio.wait_for(service.stop(), timeout=2.0)
+            except Exception:
+                log.exception("stopping %s failed", service.name)
+        if self.committer is not None:
+            await self.committer.close()
+        if self._web is not None:
+            await self._web.cleanup()
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), timeout=1.0)
+        self.store.close()
+
+    async def reload(self, path: str | None) -> bool:
+        """SIGHUP: load the config again; on any error keep running with the old one."""
+        self.notifier.reloading()
         try:
-            await self.store.read(lambda s: s.execute(text("SELECT 1")).scalar())
-        except Exception as exc:
-            return web.json_response({"status": "error", "database": str(exc)}, status=503)
-        return web.json_response({"status": "ok", "database": "ok"})
+            new = load_config(path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.ready()
+            return False
+        old, self.config = self.config, new
+        for what, before, after in (
+            ("smtp.listeners", old.smtp.listeners, new.smtp.listeners),
+            ("database", old.database, new.database),
+            ("web", old.web, new.web),
+            ("imap", old.imap, new.imap),
+            (
+                "smtp TLS",
+                (old.smtp.tls_cert, old.smtp.tls_key),
+                (new.smtp.tls_cert, new.smtp.tls_key),
+            ),
+        ):
+            if before != after:
+                log.warning("%s changed: takes effect at the next restart", what)
+        apply_log_level(new)
+        for service in self.services:
+            try:
+                await service.reload(new)
+            except Exception:
+                log.exception("reloading %s failed", service.name)
+        for hook in self.reload_hooks:
+            try:
+                hook(new)
+            except Exception:
+                log.exception("a reload hook failed")
+        log.info("config reloaded from %s", new.source)
+        self.notifier.ready()
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
-        smtp = self.config.smtp
-        handler = BridgeHandler(self.deliver, smtp.domains, f"smtp://{smtp.host}:{smtp.port}")
-        controller = Controller(
-            handler,
-            hostname=smtp.host,
-            port=smtp.port,
-            data_size_limit=self.config.limits.max_message_bytes,
-        )
-        controller.start()
-        runner = web.AppRunner(self.web_app())
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.web.host, self.config.web.port)
-        await site.start()
-        log.warning(
-            "bridge running: SMTP on %s:%d, web on http://%s:%d/",
-            smtp.host,
-            smtp.port,
-            self.config.web.host,
-            self.config.web.port,
-        )
+        await self.start()
+        self.notifier.ready(status="accepting mail")
+        interval = self.notifier.watchdog_interval()
+        if interval:
+            self._watchdog = asyncio.get_running_loop().create_task(self._pet(interval))
         try:
             await stop.wait()
         finally:
-            controller.stop()
-            await runner.cleanup()
-            self.store.close()
+            log.info("stopping")
+            self.notifier.stopping()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            await self.stop()
+
+    async def _pet(self, interval: float) -> None:
+        # Sent from the loop itself: a blocked loop misses it and systemd restarts us.
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+def apply_log_level(config: Config, debug: bool = False) -> None:
+    if debug:
+        return
+    logging.getLogger().setLevel(config.log.level.upper())
+    # aiosmtpd logs every connection at INFO: a busy listener drowns the rest.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 def run_daemon(args: argparse.Namespace, config: Config) -> int:
+    apply_log_level(config, debug=args.debug)
     daemon = Daemon(config, args.db)
 
     async def main() -> None:
@@ -95,6 +288,14 @@ def run_daemon(args: argparse.Namespace, config: Config) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            task = loop.create_task(daemon.reload(args.config))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         await daemon.run(stop)
 
     asyncio.run(main())

@@ -38,7 +38,9 @@ def test_every_schema_key_is_documented_in_the_example() -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     # A key is documented when the example sets it, or shows it commented out
     # (list entries such as IMAP accounts have no default entry to set).
-    written = set(re.findall(r"^#?\s*([a-z_]+)\s*=", text, re.MULTILINE))
+    written = set(re.findall(r"^#?\s*([a-z0-9_]+)\s*=", text, re.MULTILINE))
+    for header in re.findall(r"^#?\s*\[\[?([a-z0-9_.]+)\]\]?", text, re.MULTILINE):
+        written.add(header.rpartition(".")[2])
     assert set(tomllib.loads(text)) == set(SECTIONS)
     for section, cls in SECTIONS.items():
         for key in _schema_keys(cls, section):

@@ -1,18 +1,27 @@
-"""SMTP ingest with aiosmtpd: receive, wrap in a RawMessage, hand to the pipeline, reply.
+"""SMTP and LMTP ingest with aiosmtpd: receive, wrap in a RawMessage, hand over, reply.
 
 The reply codes are named; `250` is sent only once the message's raw bytes
-are committed to the store.
+are committed to the store. LMTP answers once per accepted recipient after
+the data (RFC 2033), so Postfix or Exim can retry exactly the ones that
+failed. A `ConnectionGuard` caps connections (globally and per client
+address) and answers `421` beyond the caps and while the daemon shuts down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import ssl
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bridge.config import SmtpConfig
 from bridge.core.message import Provenance, RawMessage
 
 log = logging.getLogger(__name__)
@@ -20,25 +29,44 @@ log = logging.getLogger(__name__)
 OK = "250 2.0.0 Message accepted"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 NO_SUCH_USER = "550 5.1.1 No such recipient here"
+TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+SESSION_TOO_LONG = "421 4.4.2 Session time limit exceeded, closing connection"
 
 Deliver = Callable[[RawMessage], Awaitable[object]]
+Settings = Callable[[], SmtpConfig]
+
+LONGEST_LINE = 256 * 1024
+_SIZE = re.compile(r"\bSIZE=(\d+)", re.IGNORECASE)
+
+
+def lmtp_reply(address: str, reply: str) -> str:
+    """One LMTP per-recipient reply line: the status with the recipient named."""
+    code, _, text = reply.partition(" ")
+    return f"{code} {text} <{address}>"
 
 
 class BridgeHandler:
-    """aiosmtpd handler: accepts mail for the configured domains and stores it."""
+    """aiosmtpd handler: accepts mail for the configured recipients and stores it.
 
-    def __init__(self, deliver: Deliver, domains: tuple[str, ...], listener: str) -> None:
+    `settings` is called per command, so a reload (SIGHUP) changes the accepted
+    domains for the next RCPT without dropping any session.
+    """
+
+    def __init__(self, deliver: Deliver, settings: Settings, listener: str, protocol: str) -> None:
         self.deliver = deliver
-        self.domains = tuple(d.lower() for d in domains)
+        self.settings = settings
         self.listener = listener
-        self.accepted = 0
+        self.protocol = protocol
 
     def accepts(self, address: str) -> bool:
-        if not self.domains:
+        domains = tuple(d.lower() for d in self.settings().domains)
+        if not domains:
             return True
-        domain = address.rpartition("@")[2].lower()
-        return address.lower() in self.domains or domain in self.domains
+        address = address.lower()
+        return address in domains or address.rpartition("@")[2] in domains
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -46,19 +74,18 @@ class BridgeHandler:
         if not self.accepts(address):
             return NO_SUCH_USER
         envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
         return RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         data: Any = envelope.original_content or envelope.content or b""
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
-        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        self.accepted += 1
-        key = f"smtp:{uuid.uuid4().hex}"  # a queue id: each accepted copy is its own delivery
+        key = f"{self.protocol}:{uuid.uuid4().hex}"  # a queue id: each accepted copy is a delivery
         raw = RawMessage(
             data,
             Provenance(
-                "smtp",
+                self.protocol,
                 self.listener,
                 ",".join(envelope.rcpt_tos),
                 key,
@@ -68,7 +95,199 @@ class BridgeHandler:
         )
         try:
             await self.deliver(raw)
-        except Exception:
-            log.exception("SMTP delivery from %s failed", peer)
-            return TEMPORARY_FAILURE
-        return OK
+        except Exception as exc:
+            # The committer logged details with the Message-ID; the client retries.
+            log.warning(
+                "%s delivery from %s failed (%s: %s): answered 451",
+                self.protocol,
+                _peer(session),
+                type(exc).__name__,
+                exc,
+            )
+            reply = TEMPORARY_FAILURE
+        else:
+            reply = OK
+        if self.protocol == "lmtp":
+            return "\r\n".join(lmtp_reply(rcpt, reply) for rcpt in envelope.rcpt_tos)
+        return reply
+
+    async def handle_exception(self, error: Exception) -> str:
+        # Never `500` with internals: the client gets a temporary failure and retries.
+        log.error("%s session error: %s: %s", self.protocol, type(error).__name__, error)
+        return TEMPORARY_FAILURE
+
+
+def _peer(session: Session | None) -> str:
+    peer = session.peer if session is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+
+class ConnectionGuard:
+    """Open sessions, capped in all and per client address; refuses all while closing."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sessions: set[GuardedSMTP] = set()
+        self.per_client: Counter[str] = Counter()
+        self.closing = False
+        self.accepted = 0
+        self.refused = 0
+        self.on_change: Callable[[str, str], None] | None = None  # (protocol, result) for metrics
+
+    def admit(self, session: GuardedSMTP, client: str) -> str | None:
+        """None when `session` may go on, else the reply to close it with."""
+        settings = self.settings()
+        refusal = None
+        if self.closing:
+            refusal = SHUTTING_DOWN
+        elif (
+            len(self.sessions) >= settings.max_connections
+            or self.per_client[client] >= settings.max_connections_per_client
+        ):
+            refusal = TOO_MANY_CONNECTIONS
+        if refusal is None:
+            self.sessions.add(session)
+            self.per_client[client] += 1
+            self.accepted += 1
+        else:
+            self.refused += 1
+            log.warning("%s connection from %s refused: %s", session.protocol, client, refusal)
+        if self.on_change is not None:
+            self.on_change(session.protocol, "refused" if refusal else "accepted")
+        return refusal
+
+    def release(self, session: GuardedSMTP, client: str) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self.per_client[client] -= 1
+            if self.per_client[client] <= 0:
+                del self.per_client[client]
+
+    async def drain(self, deadline: float) -> None:
+        """Refuse new sessions, close idle ones with 421, let messages in DATA finish.
+
+        `deadline` is the loop time after which every session left is closed.
+        """
+        self.closing = True
+        loop = asyncio.get_running_loop()
+        while self.sessions:
+            for session in list(self.sessions):
+                if not session.busy or loop.time() >= deadline:
+                    session.close_with(SHUTTING_DOWN)
+            if loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+
+
+class GuardedSMTP(SMTP):
+    """aiosmtpd's SMTP with connection caps, a total session time limit and DATA tracking."""
+
+    protocol = "smtp"
+    # RFC 5321 allows 1000-byte lines, but real company mail (Enron's, Outlook's
+    # unwrapped HTML) has longer ones; Postfix passes them on, so refusing
+    # them would bounce real mail. Bounded per connection, and connections are capped.
+    line_length_limit = LONGEST_LINE
+
+    def __init__(
+        self, handler: BridgeHandler, *, guard: ConnectionGuard, session_timeout: float, **kw: Any
+    ) -> None:
+        super().__init__(handler, **kw)
+        self.guard = guard
+        self.session_timeout = session_timeout
+        self.busy = False  # inside DATA: shutdown waits for it
+        self._client = ""
+        self._admitted = False
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._original_transport is not None:  # the same session, after STARTTLS
+            super().connection_made(transport)
+            return
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        refusal = self.guard.admit(self, self._client)
+        if refusal is not None:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(refusal.encode("ascii") + b"\r\n")
+            transport.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._deadline = self.loop.call_later(
+            self.session_timeout, self.close_with, SESSION_TOO_LONG
+        )
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self._admitted = False
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.guard.release(self, self._client)
+        super().connection_lost(error)
+
+    def close_with(self, reply: str) -> None:
+        """Say `reply` (a 421) and close: for shutdown and the session time limit."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        assert isinstance(transport, asyncio.WriteTransport)
+        log.info("%s session with %s closed: %s", self.protocol, self._client, reply)
+        transport.write(reply.encode("ascii") + b"\r\n")
+        transport.close()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        # aiosmtpd refuses SIZE= too, with its own words; this answers the named reply.
+        match = _SIZE.search(arg or "")
+        if match and self.data_size_limit and int(match.group(1)) > self.data_size_limit:
+            await self.push(TOO_BIG)
+            return
+        await super().smtp_MAIL(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.busy = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.busy = False
+
+
+class GuardedLMTP(GuardedSMTP, LMTP):
+    protocol = "lmtp"
+
+
+def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """A server context for STARTTLS from a PEM certificate chain and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def session_factory(
+    handler: BridgeHandler,
+    guard: ConnectionGuard,
+    settings: Settings,
+    context: ssl.SSLContext | None,
+) -> Callable[[], GuardedSMTP]:
+    """What `loop.create_server` calls for each connection, for one listener.
+
+    Settings are read per connection, so a reload applies to the next session.
+    """
+    cls = GuardedLMTP if handler.protocol == "lmtp" else GuardedSMTP
+
+    def make() -> GuardedSMTP:
+        current = settings()
+        return cls(
+            handler,
+            guard=guard,
+            session_timeout=current.session_timeout,
+            data_size_limit=current.max_message_bytes,
+            enable_SMTPUTF8=current.smtputf8,
+            hostname=current.hostname,
+            tls_context=context,
+            require_starttls=current.require_tls,
+            timeout=current.idle_timeout,
+            loop=asyncio.get_running_loop(),
+        )
+
+    return make

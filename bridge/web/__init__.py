@@ -1,0 +1,1 @@
+"""The web server: health checks and metrics now, the viewer later."""

@@ -1,0 +1,297 @@
+"""`bridge run` as a subprocess: start, serve, reload, stop on signals, survive kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bridge.store.db import make_engine
+from tests.dovecot import Dovecot
+from tests.smtp_support import free_port, fresh_copy, real_message
+
+ROOT = Path(__file__).parent.parent
+UNIT = ROOT / "systemd" / "bridge.service"
+
+
+class Bridge:
+    """One `bridge run` process on free ports, with its config and its log."""
+
+    def __init__(self, tmp_path: Path, domains: str = '["example.com"]') -> None:
+        self.tmp_path = tmp_path
+        self.smtp_port = free_port()
+        self.web_port = free_port()
+        self.config = tmp_path / "bridge.toml"
+        self.db = tmp_path / "bridge.db"
+        self.write_config(domains)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def write_config(self, domains: str) -> None:
+        self.config.write_text(
+            f'[database]\nurl = "sqlite:///{self.db}"\n'
+            f"[smtp]\ndomains = {domains}\n"
+            f'[[smtp.listeners]]\nhost = "127.0.0.1"\nport = {self.smtp_port}\n'
+            f'[web]\nport = {self.web_port}\n[log]\nlevel = "info"\n',
+            encoding="utf-8",
+        )
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.runs += 1
+        self.log = self.tmp_path / f"bridge-{self.runs}.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.tmp_path,
+                env={**os.environ, **(env or {})},
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if self.health()["status"] == "ok":
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"bridge run did not get ready:\n{self.log.read_text()}")
+
+    def health(self) -> dict[str, object]:
+        url = f"http://127.0.0.1:{self.web_port}/healthz"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return dict(json.load(resp))
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def send(self, data: bytes, rcpt: str = "alice@example.com") -> None:
+        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as client:
+            client.sendmail("sender@enron.com", [rcpt], data)
+
+
+@pytest.fixture
+def bridge(tmp_path: Path) -> Iterator[Bridge]:
+    running = Bridge(tmp_path)
+    yield running
+    running.stop()
+
+
+def deliveries_by_id(db: Path) -> dict[str, int]:
+    engine = make_engine(str(db))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT m.message_id, count(d.id) FROM messages m "
+                    "JOIN deliveries d ON d.message_pk = m.id GROUP BY m.message_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(mid): int(n) for mid, n in rows}
+
+
+def test_run_serves_and_stops_on_sigterm_within_10_s(bridge: Bridge) -> None:
+    bridge.start()
+    data, mid = fresh_copy(real_message(0), "smoke")
+    bridge.send(data)
+    health = bridge.health()
+    assert health["database"] == "ok"
+    # An idle session is open while SIGTERM arrives: it gets 421, the process exits 0.
+    with smtplib.SMTP("127.0.0.1", bridge.smtp_port, timeout=10) as idle:
+        idle.ehlo()
+        started = time.monotonic()
+        bridge.signal(signal.SIGTERM)
+        assert bridge.wait(10) == 0
+        assert time.monotonic() - started < 10
+        code, message = idle.noop()  # the 421 the drain sent before closing
+        assert code == 421 and message.startswith(b"4.3.2")
+    assert deliveries_by_id(bridge.db) == {mid: 1}
+    log = bridge.log.read_text()
+    assert f"<{mid}> smtp stored" in log
+
+
+def test_sighup_reloads_and_a_bad_config_keeps_the_old_one(bridge: Bridge) -> None:
+    bridge.start()
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        bridge.send(real_message(1), "a@new.example")
+    bridge.config.write_text("[smtp]\nmax_connections = 'many'\n", encoding="utf-8")
+    bridge.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload refused" not in bridge.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [ln for ln in bridge.log.read_text().splitlines() if "reload refused" in ln]
+    assert len(lines) == 1 and "smtp.max_connections" in lines[0] and "'many'" in lines[0]
+    assert bridge.health()["status"] == "ok"
+    bridge.send(fresh_copy(real_message(1), "after-bad")[0], "b@example.com")
+    bridge.write_config('["example.com", "new.example"]')
+    bridge.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "config reloaded" not in bridge.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bridge.send(fresh_copy(real_message(1), "after-good")[0], "a@new.example")
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait(10) == 0
+
+
+def test_sd_notify_ready_watchdog_stopping(bridge: Bridge, tmp_path: Path) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(20)
+        bridge.start({"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"})
+        seen: list[str] = []
+        while not any(m.startswith("WATCHDOG=1") for m in seen):
+            seen.append(sock.recv(4096).decode())
+        assert seen[0].startswith("READY=1")
+        bridge.signal(signal.SIGTERM)
+        while "STOPPING=1" not in seen:
+            seen.append(sock.recv(4096).decode())
+        assert bridge.wait(10) == 0
+
+
+def test_kill_9_during_smtp_loses_no_acknowledged_message(bridge: Bridge) -> None:
+    bridge.start()
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", bridge.smtp_port, timeout=10) as smtp:
+                for i in range(10_000):
+                    if stop.is_set():
+                        return
+                    data, mid = fresh_copy(real_message(i), f"crash-{number}-{i}")
+                    smtp.sendmail("sender@enron.com", ["alice@example.com"], data)
+                    with lock:
+                        acked.append(mid)
+        except (OSError, smtplib.SMTPException):
+            return  # the server died under us: what was not acknowledged may be lost
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    bridge.signal(signal.SIGKILL)
+    bridge.wait(10)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert len(acked) >= 200
+    bridge.start()  # recovers the database, and serves again
+    data, mid = fresh_copy(real_message(0), "after-crash")
+    bridge.send(data)
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait(10) == 0
+    stored = deliveries_by_id(bridge.db)
+    assert {m: stored.get(m) for m in acked} == {m: 1 for m in acked}
+    assert stored[mid] == 1
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    # verify checks that ExecStart exists: point it at this checkout's `bridge`.
+    executable = Path(sys.executable).parent / "bridge"
+    assert executable.exists()
+    unit = tmp_path / "bridge.service"
+    unit.write_text(
+        UNIT.read_text(encoding="utf-8").replace("/opt/bridge/.venv/bin/bridge", str(executable)),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    complaints = [ln for ln in result.stderr.splitlines() if "bridge.service" in ln]
+    assert result.returncode == 0 and complaints == [], result.stderr
+    text_ = UNIT.read_text(encoding="utf-8")
+    for setting in ("Type=notify", "Restart=on-failure", "DynamicUser=yes", "StateDirectory="):
+        assert setting in text_
+    for setting in ("ProtectSystem=strict", "NoNewPrivileges=yes", "WatchdogSec="):
+        assert setting in text_
+
+
+@pytest.fixture
+def dovecot() -> Iterator[Dovecot]:
+    server = Dovecot()
+    server.add_user("alice", "alice-pw")
+    with server:
+        yield server
+
+
+async def test_daemon_runs_imap_accounts_beside_smtp(dovecot: Dovecot, tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    from imapclient import IMAPClient
+
+    from bridge.config import parse_config
+    from bridge.daemon import Daemon
+
+    os.environ["BRIDGE_TEST_DAEMON_IMAP"] = "alice-pw"
+    account = {
+        "name": "alice",
+        "host": dovecot.host,
+        "port": dovecot.port,
+        "tls": "plain",
+        "username": "alice",
+        "password_env": "BRIDGE_TEST_DAEMON_IMAP",
+        "poll_interval": 0.5,
+        "connect_timeout": 3.0,
+        "read_timeout": 5.0,
+    }
+    data = {
+        "database": {"url": f"sqlite:///{tmp_path}/bridge.db"},
+        "smtp": {"listeners": [{"port": 0}]},
+        "web": {"port": 0},
+        "imap": {"accounts": [account]},
+    }
+    imap_data, imap_id = fresh_copy(real_message(2), "via-imap")
+    with IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10) as imap:
+        imap.login("alice", "alice-pw")
+        imap.append("INBOX", imap_data)
+    daemon = Daemon(parse_config(data, str(tmp_path / "bridge.toml")))
+    await daemon.start()
+    try:
+        smtp_data, smtp_id = fresh_copy(real_message(0), "via-smtp")
+        port = daemon.smtp_bound[0].port
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+                smtp.sendmail("s@enron.com", ["a@example.com"], smtp_data)
+
+        await asyncio.to_thread(send)
+        for _ in range(200):
+            if imap_id in deliveries_by_id(tmp_path / "bridge.db"):
+                break
+            await asyncio.sleep(0.1)
+        health = daemon.health_status()
+        assert "imap:alice" in health
+        assert b"bridge_imap_lag_seconds" in daemon.metrics.exposition()
+    finally:
+        await daemon.stop()
+    assert deliveries_by_id(tmp_path / "bridge.db") == {imap_id: 1, smtp_id: 1}
