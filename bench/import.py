@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from bridge.ingest.files import run_import
+from bridge.ingest.files import BATCH_SIZE, run_import
 from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
 
@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("corpus", nargs="+")
     parser.add_argument("--db", help="database URL (default: a new SQLite file)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--keep", action="store_true", help="keep the SQLite file")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="bridge-bench-")
@@ -47,7 +48,7 @@ def main() -> int:
     engine = make_engine(url)
     upgrade(engine)
     started = time.monotonic()
-    result = run_import(engine, args.corpus, workers=args.workers)
+    result = run_import(engine, args.corpus, workers=args.workers, batch_size=args.batch_size)
     seconds = time.monotonic() - started
     with engine.connect() as conn:
         stored = conn.execute(text("SELECT count(*) FROM messages")).scalar_one()

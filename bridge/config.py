@@ -30,7 +30,7 @@ class DatabaseConfig:
 @dataclass(frozen=True, slots=True)
 class ImportConfig:
     workers: int = 2
-    batch_size: int = 500
+    batch_size: int = 1000
 
 
 @dataclass(frozen=True, slots=True)

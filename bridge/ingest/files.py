@@ -37,7 +37,7 @@ from bridge.store.tables import CompressionDict, ImportedFile
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500
+BATCH_SIZE = 1000
 
 
 @dataclass
