@@ -29,6 +29,7 @@ from bridge.errors import ConfigError
 from bridge.group_commit import GroupCommit
 from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
 from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
+from bridge.outbound.scheduler import Scheduler
 from bridge.sdnotify import Notifier
 from bridge.store.blobs import Compressor, current_dictionary
 from bridge.store.db import make_engine
@@ -76,7 +77,7 @@ class Daemon:
         # What each source reports for /healthz: "imap:<account>" -> {"state": ..., ...}.
         self.status: dict[str, dict[str, Any]] = {}
         self.metrics = Metrics()
-        self.services: list[Service] = []
+        self.services: list[Service] = []  # filled below, once the store exists
         self.reload_hooks: list[Callable[[Config], object]] = []
         # FULL: a commit is on disk before SMTP answers 250.
         engine = make_engine(db_url or config.database.url, synchronous="FULL")
@@ -99,6 +100,8 @@ class Daemon:
         self._imap_stop = asyncio.Event()
         self._imap: asyncio.Task[None] | None = None
         self.metrics.before_scrape.append(self._imap_metrics)
+        self.scheduler = Scheduler(self.store)
+        self.services.append(self.scheduler)
 
     # -- delivery ---------------------------------------------------------------
 
@@ -117,7 +120,8 @@ class Daemon:
             "sessions": len(self.guard.sessions),
         }
         imap = {f"imap:{name}": state for name, state in self.imap_status.snapshot().items()}
-        return {"smtp": smtp, **imap, **self.status}
+        scheduler = {"jobs": self.scheduler.jobs(), "runs": self.scheduler.runs}
+        return {"smtp": smtp, "scheduler": scheduler, **imap, **self.status}
 
     def _imap_metrics(self) -> None:
         for account in self.imap_status.accounts():
@@ -135,6 +139,7 @@ class Daemon:
             max_batch=smtp.batch_size,
             max_wait=smtp.batch_wait,
             on_stored=self._stored,
+            rules=lambda: self.config.ruleset,
         )
         self.committer.start()
         context = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None

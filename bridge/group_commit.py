@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -20,6 +19,7 @@ from datetime import UTC, datetime
 
 from bridge import pipeline
 from bridge.core.message import RawMessage
+from bridge.core.rules import RuleSet
 from bridge.store.blobs import Compressor
 from bridge.store.runner import StoreRunner
 
@@ -39,14 +39,15 @@ class GroupCommit:
         max_wait: float = 0.005,
         on_stored: OnStored | None = None,
         prepare_threads: int = 2,
+        rules: Callable[[], RuleSet | None] = lambda: None,
     ) -> None:
         self.store = store
         self.compressor = compressor
+        self.rules = rules  # asked for each message, so a reload applies at once
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_stored = on_stored
         self._pool = ThreadPoolExecutor(prepare_threads, thread_name_prefix="prepare")
-        self._local = threading.local()
         self._queue: asyncio.Queue[_Waiter | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -73,12 +74,8 @@ class GroupCommit:
         return await asyncio.shield(future)
 
     def prepare(self, raw: RawMessage) -> pipeline.Prepared:
-        """`pipeline.prepare` with this thread's compressor: safe from any thread."""
-        # A zstd compressor is not thread-safe (sharing one crashes): one per thread.
-        compressor = getattr(self._local, "compressor", None)
-        if compressor is None:
-            compressor = self._local.compressor = Compressor(self.compressor.dictionary)
-        return pipeline.prepare(raw, compressor)
+        """`pipeline.prepare` with the current rules: safe from any thread."""
+        return pipeline.prepare(raw, self.compressor, rules=self.rules())
 
     async def close(self) -> None:
         """Store everything queued, then stop."""

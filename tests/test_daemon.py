@@ -295,3 +295,59 @@ async def test_daemon_runs_imap_accounts_beside_smtp(dovecot: Dovecot, tmp_path:
     finally:
         await daemon.stop()
     assert deliveries_by_id(tmp_path / "bridge.db") == {imap_id: 1, smtp_id: 1}
+
+
+async def test_live_mail_goes_through_the_rules_and_the_scheduler_runs(tmp_path: Path) -> None:
+    import asyncio
+
+    from bridge.config import parse_config
+    from bridge.daemon import Daemon
+
+    data = {
+        "database": {"url": f"sqlite:///{tmp_path}/bridge.db"},
+        "smtp": {"listeners": [{"port": 0}]},
+        "web": {"port": 0},
+        "bridge": {"message_id_domain": "bridge.example.com"},
+        "spaces": [{"slug": "trading", "name": "Trading", "visibility": "staff"}],
+        "rules": [
+            {
+                "name": "team",
+                "space": "trading",
+                "tags": ["team"],
+                "match": {"envelope_to": "team@example.com"},
+            }
+        ],
+    }
+    daemon = Daemon(parse_config(data, str(tmp_path / "bridge.toml")))
+    await daemon.start()
+    try:
+        message, mid = fresh_copy(real_message(0), "ruled")
+        own = (
+            b"Message-ID: <digest-1@bridge.example.com>\r\nFrom: bridge@bridge.example.com\r\n"
+            b"To: a@example.com\r\nSubject: Digest\r\n\r\nYour digest.\r\n"
+        )
+        port = daemon.smtp_bound[0].port
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+                smtp.sendmail("s@enron.com", ["team@example.com"], message)
+                smtp.sendmail("bridge@bridge.example.com", ["a@example.com"], own)
+
+        await asyncio.to_thread(send)
+        await daemon.scheduler._maintenance()
+        assert daemon.health_status()["scheduler"] == {"jobs": ["store-maintenance"], "runs": 1}
+    finally:
+        await daemon.stop()
+    engine = make_engine(str(tmp_path / "bridge.db"))
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT space, tags FROM messages WHERE message_id = :m"), {"m": mid}
+            ).one()
+            skipped = conn.execute(text("SELECT rule, message_id FROM skipped")).all()
+            hits = dict(conn.execute(text("SELECT rule, hits FROM rule_hits")).all())
+    finally:
+        engine.dispose()
+    assert tuple(stored) == ("trading", "team")
+    assert [tuple(row) for row in skipped] == [("builtin:own-mail", "digest-1@bridge.example.com")]
+    assert hits == {"team": 1, "builtin:own-mail": 1}

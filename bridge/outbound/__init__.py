@@ -1,0 +1,1 @@
+"""Work the daemon does on a schedule, and (later) the mail it sends."""
