@@ -152,7 +152,9 @@ class Daemon:
                 return [committer.prepare(raw) for raw in raws]
 
             loop = asyncio.get_running_loop()
-            imap_store = SessionStore.from_runner(self.store, loop, prepare=prepare)
+            imap_store = SessionStore.from_runner(
+                self.store, loop, prepare=prepare, on_stored=self._stored
+            )
             self._imap = loop.create_task(
                 run_imap(self.config.imap, imap_store, self.imap_status, self._imap_stop),
                 name="imap",

@@ -291,7 +291,9 @@ async def test_daemon_runs_imap_accounts_beside_smtp(dovecot: Dovecot, tmp_path:
             await asyncio.sleep(0.1)
         health = daemon.health_status()
         assert "imap:alice" in health
-        assert b"bridge_imap_lag_seconds" in daemon.metrics.exposition()
+        exposition = daemon.metrics.exposition()
+        assert b"bridge_imap_lag_seconds" in exposition
+        assert b'bridge_messages_total{outcome="stored",source="imap"} 1.0' in exposition
     finally:
         await daemon.stop()
     assert deliveries_by_id(tmp_path / "bridge.db") == {imap_id: 1, smtp_id: 1}

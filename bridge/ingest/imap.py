@@ -66,9 +66,11 @@ class SessionStore:
         write: Run,
         prepare: Prepare | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_stored: Callable[[Prepared, Outcome], object] | None = None,
     ) -> None:
         self._read = read
         self._write = write
+        self._on_stored = on_stored
         self._prepare = prepare or (lambda raws: [pipeline.prepare(raw) for raw in raws])
         self._clock = clock
 
@@ -93,6 +95,7 @@ class SessionStore:
         loop: asyncio.AbstractEventLoop,
         compressor: Compressor | None = None,
         prepare: Prepare | None = None,
+        on_stored: Callable[[Prepared, Outcome], object] | None = None,
     ) -> SessionStore:
         """Writes on the daemon's one writer thread, called from a worker thread."""
 
@@ -102,7 +105,7 @@ class SessionStore:
         def write(fn: Callable[[Session], T]) -> T:
             return asyncio.run_coroutine_threadsafe(runner.write(fn), loop).result()
 
-        return cls(read, write, prepare or _serial_prepare(compressor))
+        return cls(read, write, prepare or _serial_prepare(compressor), on_stored=on_stored)
 
     def checkpoint(self, account: str, folder: str) -> Checkpoint | None:
         result: Checkpoint | None = self._read(lambda s: load_checkpoint(s, account, folder))
@@ -126,6 +129,7 @@ class SessionStore:
 
         try:
             result: list[Outcome] = self._write(write)
+            self._report(items, result)
             return result
         except Exception:
             log.exception(
@@ -136,7 +140,13 @@ class SessionStore:
             )
         outcomes = [self._store_alone(item, where, now) for item in items]
         self._write(lambda s: save_checkpoint(s, checkpoint, now))
+        self._report(items, outcomes)
         return outcomes
+
+    def _report(self, items: Sequence[Prepared], outcomes: Sequence[Outcome]) -> None:
+        if self._on_stored is not None:
+            for item, outcome in zip(items, outcomes, strict=True):
+                self._on_stored(item, outcome)
 
     def _store_new(
         self, session: Session, items: Sequence[Prepared], where: str, now: datetime

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
+from bridge.core.message import Flag
 from bridge.core.threads import ThreadMember, build_tree, thread_order
 from bridge.store.db import chunks
 from bridge.store.tables import (
@@ -125,6 +126,7 @@ def rebuild_threads(session: Session, thread_ids: Iterable[int]) -> None:
                 Message.parent_id,
                 Message.space,
                 Message.private,
+                Message.flags,
             ).where(Message.thread_id.in_(part))
         ):
             rows_by_thread[row.thread_id].append(row)
@@ -161,8 +163,8 @@ def rebuild_threads(session: Session, thread_ids: Iterable[int]) -> None:
                 "subject": root.subject,
                 "root": root.message_id,
                 "first": min(dates) if dates else None,
-                "last": max(row.sort_date for row in rows),
-                "count": len(rows),
+                "last": max(row.sort_date for row in (posts(rows) or rows)),
+                "count": len(posts(rows)),
             }
         )
     messages = table(Message)
@@ -189,6 +191,15 @@ def rebuild_threads(session: Session, thread_ids: Iterable[int]) -> None:
             ),
             thread_updates,
         )
+
+
+NOT_POSTS = {Flag.AUTO_REPLY, Flag.BOUNCE}
+
+
+def posts(rows: list[Any]) -> list[Any]:
+    """The members that are discussion posts: auto-replies and bounces are kept
+    in the thread, flagged, but never counted as someone taking part."""
+    return [row for row in rows if not NOT_POSTS.intersection(row.flags.split(","))]
 
 
 def _tree(

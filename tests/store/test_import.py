@@ -201,3 +201,15 @@ def test_export_has_every_field(engine: Engine) -> None:
 def export(engine: Engine) -> list[dict]:
     with Session(engine) as session:
         return list(export_rows(session))
+
+
+def test_bounces_and_auto_replies_are_kept_flagged_but_are_not_posts(engine: Engine) -> None:
+    rules = DATA / "rules"
+    run_import(engine, [str(rules / "aol-mailbox-full-dsn.eml"), str(ENRON)], workers=1)
+    with Session(engine) as session:
+        bounce = session.execute(select(Message).where(Message.flags.like("%bounce%"))).scalar_one()
+        thread = session.get_one(Thread, bounce.thread_id)
+        heads_up = session.get_one(Thread, find_thread_id(session, enron_id("giron-d/inbox/50")))
+    assert "auto-reply" in bounce.flags  # the DSN says Auto-Submitted too
+    assert thread.message_count == 0  # stored, flagged, and no discussion post
+    assert heads_up.message_count == 5
