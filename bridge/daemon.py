@@ -124,10 +124,12 @@ class Daemon:
         return {"smtp": smtp, "scheduler": scheduler, **imap, **self.status}
 
     def _imap_metrics(self) -> None:
-        for account in self.imap_status.accounts():
-            lag = account.lag_seconds()
-            if lag is not None:
-                self.metrics.imap_lag.labels(account=account.name).set(lag)
+        for name, state in self.imap_status.snapshot().items():
+            up = state["connected"] and state["state"] != "error"
+            self.metrics.imap_up.labels(account=name).set(int(up))
+            self.metrics.imap_pending.labels(account=name).set(state["lag_messages"])
+            if state["lag_seconds"] is not None:
+                self.metrics.imap_lag.labels(account=name).set(state["lag_seconds"])
 
     # -- life cycle -------------------------------------------------------------
 

@@ -293,6 +293,7 @@ async def test_daemon_runs_imap_accounts_beside_smtp(dovecot: Dovecot, tmp_path:
         assert "imap:alice" in health
         exposition = daemon.metrics.exposition()
         assert b"bridge_imap_lag_seconds" in exposition
+        assert b'bridge_imap_up{account="alice"} 1.0' in exposition
         assert b'bridge_messages_total{outcome="stored",source="imap"} 1.0' in exposition
     finally:
         await daemon.stop()

@@ -153,56 +153,6 @@ class ImapStatus:
         """For `/healthz`: each account's state, last error and lag."""
         return {a.name: a.snapshot(now) for a in self.accounts()}
 
-    def metrics(self, now: datetime | None = None) -> list[str]:
-        """Prometheus text lines (HELP/TYPE included) for `/metrics`."""
-        lines = [
-            "# HELP bridge_imap_up 1 when the account is connected and not in error.",
-            "# TYPE bridge_imap_up gauge",
-        ]
-        accounts = self.accounts()
-        for a in accounts:
-            up = int(a.connected and a.state != ERROR)
-            lines.append(f'bridge_imap_up{{account="{_label(a.name)}"}} {up}')
-        lines += [
-            "# HELP bridge_imap_lag_messages Messages on the server not yet stored.",
-            "# TYPE bridge_imap_lag_messages gauge",
-        ]
-        for a in accounts:
-            snap = a.snapshot(now)
-            for folder, f in snap["folders"].items():
-                labels = f'account="{_label(a.name)}",folder="{_label(folder)}"'
-                lines.append(f"bridge_imap_lag_messages{{{labels}}} {f['pending']}")
-        lines += [
-            "# HELP bridge_imap_lag_seconds Seconds since the last complete sync.",
-            "# TYPE bridge_imap_lag_seconds gauge",
-        ]
-        for a in accounts:
-            seconds = a.lag_seconds(now)
-            if seconds is not None:
-                lines.append(f'bridge_imap_lag_seconds{{account="{_label(a.name)}"}} {seconds:.1f}')
-        lines += [
-            "# HELP bridge_imap_stored_total Copies stored from IMAP by this process.",
-            "# TYPE bridge_imap_stored_total counter",
-        ]
-        for a in accounts:
-            snap = a.snapshot(now)
-            for folder, f in snap["folders"].items():
-                labels = f'account="{_label(a.name)}",folder="{_label(folder)}"'
-                lines.append(f"bridge_imap_stored_total{{{labels}}} {f['stored']}")
-        lines += [
-            "# HELP bridge_imap_reconnects_total Failed connections or syncs, each retried.",
-            "# TYPE bridge_imap_reconnects_total counter",
-        ]
-        for a in accounts:
-            lines.append(
-                f'bridge_imap_reconnects_total{{account="{_label(a.name)}"}} {a.reconnects}'
-            )
-        return lines
-
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

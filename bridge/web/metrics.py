@@ -46,6 +46,18 @@ class Metrics:
             ["account"],
             registry=self.registry,
         )
+        self.imap_up = Gauge(
+            "bridge_imap_up",
+            "1 when an IMAP account is connected and not in error",
+            ["account"],
+            registry=self.registry,
+        )
+        self.imap_pending = Gauge(
+            "bridge_imap_lag_messages",
+            "Messages on an IMAP server not yet stored",
+            ["account"],
+            registry=self.registry,
+        )
 
     def count(self, source: str, outcome: str) -> None:
         """One message from `source` ended as `outcome` (a `pipeline.Outcome` value)."""
