@@ -147,20 +147,7 @@ class Daemon:
         context = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
         for listener in smtp.listeners:
             await self._listen(listener, context)
-        if self.config.imap.accounts:
-            committer = self.committer
-
-            def prepare(raws: Any) -> list[pipeline.Prepared]:
-                return [committer.prepare(raw) for raw in raws]
-
-            loop = asyncio.get_running_loop()
-            imap_store = SessionStore.from_runner(
-                self.store, loop, prepare=prepare, on_stored=self._stored
-            )
-            self._imap = loop.create_task(
-                run_imap(self.config.imap, imap_store, self.imap_status, self._imap_stop),
-                name="imap",
-            )
+        self._start_imap()
         for service in self.services:
             await service.start()
         app = make_app(self.store, self.metrics, self.health_status)
@@ -199,13 +186,7 @@ class Daemon:
         await self.guard.drain(loop.time() + DRAIN_SECONDS)
         for server in self._servers:
             server.close()
-        self._imap_stop.set()
-        if self._imap is not None:
-            # Workers commit their batch and checkpoint, or are cut after a grace period.
-            try:
-                await asyncio.wait_for(asyncio.shield(self._imap), timeout=SHUTDOWN_SECONDS / 2)
-            except Exception:
-                log.exception("stopping the IMAP workers failed")
+        await self._stop_imap()
         for service in reversed(self.services):
             try:
                 await asyncio.wait_for(service.stop(), timeout=2.0)
@@ -219,6 +200,36 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), timeout=1.0)
         self.store.close()
+
+    def _start_imap(self) -> None:
+        """One worker per configured IMAP account, storing through the group committer."""
+        if not self.config.imap.accounts:
+            return
+        committer = self.committer
+        assert committer is not None
+
+        def prepare(raws: Any) -> list[pipeline.Prepared]:
+            return [committer.prepare(raw) for raw in raws]
+
+        loop = asyncio.get_running_loop()
+        imap_store = SessionStore.from_runner(
+            self.store, loop, prepare=prepare, on_stored=self._stored
+        )
+        self._imap_stop = asyncio.Event()
+        self._imap = loop.create_task(
+            run_imap(self.config.imap, imap_store, self.imap_status, self._imap_stop),
+            name="imap",
+        )
+
+    async def _stop_imap(self) -> None:
+        self._imap_stop.set()
+        if self._imap is not None:
+            # Workers commit their batch and checkpoint, or are cut after a grace period.
+            try:
+                await asyncio.wait_for(asyncio.shield(self._imap), timeout=SHUTDOWN_SECONDS / 2)
+            except Exception:
+                log.exception("stopping the IMAP workers failed")
+            self._imap = None
 
     async def reload(self, path: str | None) -> bool:
         """SIGHUP: load the config again; on any error keep running with the old one."""
@@ -234,7 +245,6 @@ class Daemon:
             ("smtp.listeners", old.smtp.listeners, new.smtp.listeners),
             ("database", old.database, new.database),
             ("web", old.web, new.web),
-            ("imap", old.imap, new.imap),
             (
                 "smtp TLS",
                 (old.smtp.tls_cert, old.smtp.tls_key),
@@ -244,6 +254,13 @@ class Daemon:
             if before != after:
                 log.warning("%s changed: takes effect at the next restart", what)
         apply_log_level(new)
+        if old.imap != new.imap:
+            # Accounts added, removed or changed: the workers restart with the new
+            # list; each resumes from its committed checkpoint.
+            log.info("IMAP accounts changed: restarting the IMAP workers")
+            await self._stop_imap()
+            self.imap_status = ImapStatus()
+            self._start_imap()
         for service in self.services:
             try:
                 await service.reload(new)

@@ -239,6 +239,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 def dovecot() -> Iterator[Dovecot]:
     server = Dovecot()
     server.add_user("alice", "alice-pw")
+    server.add_user("bob", "bob-pw")
     with server:
         yield server
 
@@ -354,3 +355,87 @@ async def test_live_mail_goes_through_the_rules_and_the_scheduler_runs(tmp_path:
     assert tuple(stored) == ("trading", "team")
     assert [tuple(row) for row in skipped] == [("builtin:own-mail", "digest-1@bridge.example.com")]
     assert hits == {"team": 1, "builtin:own-mail": 1}
+
+
+def _imap_account(server: Dovecot, user: str, **extra: object) -> str:
+    lines = [
+        "[[imap.accounts]]",
+        f'name = "{user}"',
+        f'host = "{server.host}"',
+        f"port = {server.port}",
+        'tls = "plain"',
+        f'username = "{user}"',
+        f'password_env = "BRIDGE_TEST_RUN_{user.upper()}"',
+        "poll_interval = 0.5",
+        "connect_timeout = 3.0",
+        "read_timeout = 5.0",
+    ]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _folder_ids(server: Dovecot, user: str, folder: str) -> set[str]:
+    from imapclient import IMAPClient
+
+    with IMAPClient(server.host, server.port, ssl=False, timeout=10) as imap:
+        imap.login(user, f"{user}-pw")
+        if not imap.folder_exists(folder):
+            return set()
+        imap.select_folder(folder, readonly=True)
+        uids = imap.search("ALL")
+        found = imap.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
+    ids = set()
+    for data in found.values():
+        header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip()
+        ids.add(header.split("<", 1)[1].rstrip(">"))
+    return ids
+
+
+def test_kill_9_during_imap_ingest_and_sighup_adds_an_account(
+    bridge: Bridge, dovecot: Dovecot
+) -> None:
+    from imapclient import IMAPClient
+
+    env = {"BRIDGE_TEST_RUN_ALICE": "alice-pw", "BRIDGE_TEST_RUN_BOB": "bob-pw"}
+    sent = [fresh_copy(real_message(i), f"imap-crash-{i}") for i in range(300)]
+    with IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10) as imap:
+        imap.login("alice", "alice-pw")
+        for data, _mid in sent:
+            imap.append("INBOX", data)
+    base = bridge.config.read_text(encoding="utf-8")
+    alice = _imap_account(dovecot, "alice", after_action="move", move_to="Bridged", batch_size=10)
+    bridge.config.write_text(base + alice, encoding="utf-8")
+    bridge.start(env)
+    deadline = time.monotonic() + 60
+    while len(_folder_ids(dovecot, "alice", "Bridged")) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bridge.signal(signal.SIGKILL)
+    bridge.wait(10)
+    moved = _folder_ids(dovecot, "alice", "Bridged")
+    assert 30 <= len(moved) < len(sent), "the kill did not land mid-sync"
+    stored = deliveries_by_id(bridge.db)
+    assert {m: stored.get(m) for m in moved} == {m: 1 for m in moved}
+
+    bridge.start(env)  # resumes from the checkpoint; the rest is moved and stored
+    deadline = time.monotonic() + 90
+    while _folder_ids(dovecot, "alice", "INBOX") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _folder_ids(dovecot, "alice", "INBOX") == set()
+
+    # SIGHUP with a second account: its worker starts without a restart.
+    bob_data, bob_id = fresh_copy(real_message(1), "bob-after-reload")
+    with IMAPClient(dovecot.host, dovecot.port, ssl=False, timeout=10) as imap:
+        imap.login("bob", "bob-pw")
+        imap.append("INBOX", bob_data)
+    bridge.config.write_text(base + alice + _imap_account(dovecot, "bob"), encoding="utf-8")
+    bridge.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while bob_id not in deliveries_by_id(bridge.db) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    health = bridge.health()
+    bridge.signal(signal.SIGTERM)
+    assert bridge.wait(10) == 0
+    stored = deliveries_by_id(bridge.db)
+    assert {mid: stored.get(mid) for _data, mid in sent} == {mid: 1 for _data, mid in sent}
+    assert stored[bob_id] == 1
+    assert "imap:bob" in json.dumps(health)
