@@ -30,7 +30,7 @@ log_path = {root}/dovecot.log
 instance_name = bridge-test-{port}
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_login_user = {login_user}
@@ -56,7 +56,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 service anvil {{
@@ -105,7 +106,7 @@ def available() -> bool:
 class Dovecot:
     """One Dovecot instance; users are added with `add_user` before or after `start`."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, *, tls: bool = False) -> None:
         # Dovecot's unprivileged processes must reach this directory, so it is
         # not under pytest's 0700 tmp_path when we run as root.
         self.root = Path(root or tempfile.mkdtemp(prefix="bridge-dovecot-"))
@@ -125,11 +126,44 @@ class Dovecot:
         for sub in ("mail", "home"):
             os.chown(self.root / sub, self.uid, self.gid)
         (self.root / "passwd").write_text("")
+        # With tls: STARTTLS on `port`, implicit TLS on `tls_port`, and a
+        # throwaway certificate for 127.0.0.1 that clients trust via `cert`.
+        self.tls_port = free_port() if tls else 0
+        self.cert = self.root / "cert.pem"
+        ssl = "ssl = no"
+        if tls:
+            key = self.root / "key.pem"
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=localhost",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(self.cert),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            key.chmod(0o644)
+            ssl = f"ssl = yes\nssl_cert = <{self.cert}\nssl_key = <{key}"
         self.config = self.root / "dovecot.conf"
         self.config.write_text(
             CONFIG.format(
                 root=self.root,
                 port=self.port,
+                tls_port=self.tls_port,
+                ssl=ssl,
                 login_user=login_user,
                 internal_user=internal_user,
                 uid=self.uid,

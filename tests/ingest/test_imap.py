@@ -39,7 +39,10 @@ from bridge.pipeline import Outcome
 from bridge.store.imap_state import Checkpoint, load_checkpoint
 from bridge.store.tables import Delivery, Message
 from tests.conftest import DATA
-from tests.dovecot import Dovecot, dovecot  # noqa: F401  (the fixture)
+from tests.dovecot import (
+    Dovecot,
+    dovecot,  # noqa: F401  (the fixture)
+)
 
 ENRON = sorted(p for p in (DATA / "enron" / "maildir").rglob("*") if p.is_file())
 EXAMPLE = Path(__file__).parent.parent.parent / "bridge.toml.example"
@@ -496,3 +499,28 @@ def assert_acted_implies_stored(server: Dovecot, engine: Engine, action: str) ->
 
 def identity(data: bytes) -> str | None:
     return pipeline.prepare(RawMessage(data, Provenance("test", "test"))).message_id
+
+
+@pytest.mark.parametrize("mode", ["starttls", "tls"])
+def test_tls_and_starttls_with_a_configured_ca(mode: str, sqlite_engine: Engine) -> None:
+    with Dovecot(tls=True) as server:
+        server.add_user("alice", "alice-pw")
+        append(server, enron()[:3])
+        port = server.tls_port if mode == "tls" else server.port
+        untrusted = make_account(server, tls=mode, port=port)
+        refused = ImapStatus()
+        store = SessionStore.from_engine(sqlite_engine)
+        with running(ImapWorker(untrusted, store, refused.account("alice"))):
+            deadline = time.monotonic() + 10
+            while not refused.snapshot()["alice"]["last_error"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.snapshot()["alice"]["last_error"]
+        assert deliveries(sqlite_engine) == []
+        account = make_account(server, tls=mode, port=port, ca_file=str(server.cert))
+        status = ImapStatus()
+        with running(ImapWorker(account, store, status.account(account.name))):
+            deadline = time.monotonic() + 30
+            while len(deliveries(sqlite_engine)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.1)
+    assert len(deliveries(sqlite_engine)) == 3
+    assert status.snapshot()[account.name]["last_error"] is None
