@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import time
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -87,6 +89,16 @@ def build_queries(session: Session, count: int, seed: int) -> list[str]:
     return queries
 
 
+def _db_bytes(db: str) -> int:
+    """Size of a SQLite database with its WAL (0 for a server database)."""
+    path = (
+        Path(db.split("sqlite:///", 1)[-1]) if "://" not in db or db.startswith("sqlite") else None
+    )
+    if path is None or not path.exists():
+        return 0
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("db", help="SQLite path or database URL")
@@ -119,6 +131,9 @@ def main() -> int:
         "p99_ms": round(cuts[98], 2),
         "max_ms": round(ms[-1], 2),
         "mean_results": round(statistics.fmean(t for _, _, t in timings), 1),
+        "queries_per_s": round(len(ms) / (sum(ms) / 1000), 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "db_mb": round(_db_bytes(args.db) / 1e6, 1) if _db_bytes(args.db) else None,
     }
     print(json.dumps(figures))
     return 0
