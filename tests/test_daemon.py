@@ -235,15 +235,6 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         assert setting in text_
 
 
-@pytest.fixture
-def dovecot() -> Iterator[Dovecot]:
-    server = Dovecot()
-    server.add_user("alice", "alice-pw")
-    server.add_user("bob", "bob-pw")
-    with server:
-        yield server
-
-
 async def test_daemon_runs_imap_accounts_beside_smtp(dovecot: Dovecot, tmp_path: Path) -> None:
     import asyncio
     import os

@@ -39,10 +39,7 @@ from bridge.pipeline import Outcome
 from bridge.store.imap_state import Checkpoint, load_checkpoint
 from bridge.store.tables import Delivery, Message
 from tests.conftest import DATA
-from tests.dovecot import (
-    Dovecot,
-    dovecot,  # noqa: F401  (the fixture)
-)
+from tests.dovecot import Dovecot
 
 ENRON = sorted(p for p in (DATA / "enron" / "maildir").rglob("*") if p.is_file())
 EXAMPLE = Path(__file__).parent.parent.parent / "bridge.toml.example"
@@ -211,7 +208,7 @@ def test_batches_respect_count_and_bytes() -> None:
 
 
 def test_sync_stores_every_message_once_and_a_second_run_nothing(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     sqlite_engine: Engine,
 ) -> None:
     messages = enron()
@@ -237,7 +234,7 @@ def test_sync_stores_every_message_once_and_a_second_run_nothing(
 
 @pytest.mark.parametrize("action", ["seen", "move"])
 def test_after_action_happens_only_once_stored(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     sqlite_engine: Engine,
     action: str,
 ) -> None:
@@ -262,7 +259,7 @@ def test_after_action_happens_only_once_stored(
 
 
 def test_uidvalidity_change_rescans_without_duplicates(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     sqlite_engine: Engine,
 ) -> None:
     messages = enron()
@@ -294,7 +291,7 @@ def test_uidvalidity_change_rescans_without_duplicates(
 
 
 def test_dovecot_restarted_during_idle_then_new_mail_is_stored(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     sqlite_engine: Engine,
 ) -> None:
     append(dovecot, enron()[:3])
@@ -351,7 +348,7 @@ def test_hung_server_times_out_and_is_retried(sqlite_engine: Engine) -> None:
 
 
 def test_wrong_password_fails_one_account_only(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     sqlite_engine: Engine,
 ) -> None:
     append(dovecot, enron()[:4], user="bob")
@@ -389,7 +386,7 @@ def test_wrong_password_fails_one_account_only(
 
 
 def test_error_state_is_reported_while_retrying(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     sqlite_engine: Engine,
 ) -> None:
     account = replace(make_account(dovecot), password_env="BRIDGE_TEST_IMAP_UNSET_VARIABLE")
@@ -431,7 +428,7 @@ CRASH_WORKER = textwrap.dedent(
 
 @pytest.mark.parametrize("action", ["move", "seen"])
 def test_sigkill_mid_sync_loses_nothing_and_stores_nothing_twice(
-    dovecot: Dovecot,  # noqa: F811
+    dovecot: Dovecot,
     tmp_path: Path,
     sqlite_engine: Engine,
     action: str,
