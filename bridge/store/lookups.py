@@ -14,6 +14,7 @@ from bridge.pipeline import Prepared
 from bridge.store import threading_store
 from bridge.store.blobs import unpack_body
 from bridge.store.db import chunks
+from bridge.store.message_rows import conversation_key
 from bridge.store.tables import (
     ContentHash,
     Delivery,
@@ -108,10 +109,8 @@ class Lookups:
         return seen
 
     def _conversations(self, good: list[Prepared]) -> dict[str, set[int]]:
-        from bridge.store.messages import _conversation
-
         wanted = sorted(
-            {c for i in good if i.parsed and (c := _conversation(i.parsed.thread_index))}
+            {c for i in good if i.parsed and (c := conversation_key(i.parsed.thread_index))}
         )
         found: dict[str, set[int]] = defaultdict(set)
         for part in chunks(wanted):

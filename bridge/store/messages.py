@@ -21,12 +21,19 @@ from sqlalchemy.orm import Session
 from bridge.core import dedupe
 from bridge.core.message import Address, ParsedMessage, RuleDecision
 from bridge.core.normalize import is_reply_subject, normalize_subject
-from bridge.core.threads import ThreadMember, fallback_key, reply_link, thread_index_keys
+from bridge.core.threads import ThreadMember, fallback_key, reply_link
 from bridge.pipeline import Outcome, Prepared
 from bridge.search import index_messages
 from bridge.store import rule_hits, threading_store
 from bridge.store.db import IdAllocator, bulk_insert, chunks
 from bridge.store.lookups import Lookups
+from bridge.store.message_rows import (
+    conversation_key,
+    copy_columns,
+    new_member,
+    references_of,
+    unique_rows,
+)
 from bridge.store.tables import (
     Attachment,
     ContentHash,
@@ -129,33 +136,14 @@ class BatchWriter:
         self.reasons.append(reason)
         log.warning("quarantined %s (%s): %s", prov.key, reason, detail)
         self._rows["quarantine"].append(
-            {
-                "raw_sha256": item.sha256,
-                "source": prov.source,
-                "location": prov.location,
-                "mailbox": prov.mailbox,
-                "key": prov.key,
-                "envelope_from": prov.envelope_from,
-                "envelope_to": "\n".join(prov.envelope_to),
-                "reason": reason,
-                "detail": detail,
-                "created_at": self.now,
-            }
+            {**copy_columns(item), "reason": reason, "detail": detail, "created_at": self.now}
         )
 
     def _skip(self, item: Prepared, rule: str) -> None:
-        prov = item.raw.provenance
+        columns = copy_columns(item)
+        del columns["envelope_from"], columns["envelope_to"]
         self._rows["skipped"].append(
-            {
-                "raw_sha256": item.sha256,
-                "source": prov.source,
-                "location": prov.location,
-                "mailbox": prov.mailbox,
-                "key": prov.key,
-                "message_id": item.message_id,
-                "rule": rule,
-                "created_at": self.now,
-            }
+            {**columns, "message_id": item.message_id, "rule": rule, "created_at": self.now}
         )
 
     # -- threads as a union-find --------------------------------------------
@@ -206,8 +194,8 @@ class BatchWriter:
     def _add_new(self, item: Prepared) -> None:
         parsed, split = item.parsed, item.split
         assert parsed is not None and split is not None and item.message_id
-        refs = _references(parsed)
-        conversation = _conversation(parsed.thread_index)
+        refs = references_of(parsed)
+        conversation = conversation_key(parsed.thread_index)
         related: set[int] = set()
         for ref in refs:
             if ref in self.look.ids:
@@ -251,7 +239,7 @@ class BatchWriter:
             "tags": ",".join(sorted(set(item.decision.tags))),
             "private": item.decision.private,
         }
-        member = _member(values, parsed, split.new_text, split.quoted_text)
+        member = new_member(values, parsed, split.new_text, split.quoted_text)
         new = _NewMessage(pk, thread, values, member, parsed, item)
         self._new.append(new)
         self.look.thread_of[pk] = thread
@@ -309,19 +297,8 @@ class BatchWriter:
         return pk
 
     def _delivery(self, pk: int, item: Prepared) -> None:
-        prov = item.raw.provenance
         self._rows["deliveries"].append(
-            {
-                "message_pk": pk,
-                "raw_sha256": item.sha256,
-                "source": prov.source,
-                "location": prov.location,
-                "mailbox": prov.mailbox,
-                "key": prov.key,
-                "envelope_from": prov.envelope_from,
-                "envelope_to": "\n".join(prov.envelope_to),
-                "received_at": self.now,
-            }
+            {**copy_columns(item), "message_pk": pk, "received_at": self.now}
         )
 
     # -- writing -------------------------------------------------------------
@@ -329,7 +306,7 @@ class BatchWriter:
     def _write(self) -> None:
         rows = self._rows
         conn = self.conn
-        bulk_insert(conn, table(RawBlob), _unique(rows["raw"], "sha256"), ignore=True)
+        bulk_insert(conn, table(RawBlob), unique_rows(rows["raw"], "sha256"), ignore=True)
         bulk_insert(conn, table(Person), rows["people"])
         live_new_threads = sorted(t for t in self._new_threads if self._find(t) == t)
         bulk_insert(
@@ -351,7 +328,7 @@ class BatchWriter:
             (Delivery, "deliveries"),
         ):
             bulk_insert(conn, table(model), rows[name])
-        links = _unique(rows["links"], "child_pk", "parent_pk")
+        links = unique_rows(rows["links"], "child_pk", "parent_pk")
         bulk_insert(conn, table(FallbackLink), links, ignore=True)
         bulk_insert(conn, table(Quarantined), rows["quarantine"], ignore=True)
         bulk_insert(conn, table(Skipped), rows["skipped"], ignore=True)
@@ -508,57 +485,3 @@ class BatchWriter:
                 ),
                 updates,
             )
-
-
-def _unique(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for row in rows:
-        key = tuple(row[k] for k in keys)
-        if key not in seen:
-            seen.add(key)
-            out.append(row)
-    return out
-
-
-def _references(parsed: ParsedMessage) -> list[str]:
-    """References then any In-Reply-To id not among them; never the message itself."""
-    refs = list(dict.fromkeys(parsed.references))
-    for ref in parsed.in_reply_to:
-        if ref not in refs:
-            refs.append(ref)
-    return [r for r in refs if r and r != parsed.message_id]
-
-
-def _conversation(thread_index: bytes | None) -> str | None:
-    if not thread_index:
-        return None
-    try:
-        key, _parent = thread_index_keys(thread_index)
-    except ValueError:
-        return None
-    return key.hex()
-
-
-def _member(
-    values: dict[str, Any], parsed: ParsedMessage, new_text: str, quoted_text: str
-) -> ThreadMember:
-    participants = {a.address for a in (*parsed.to, *parsed.cc) if a.address}
-    sender = parsed.sender.address if parsed.sender else ""
-    if sender:
-        participants.add(sender)
-    return ThreadMember(
-        message_id=values["message_id"],
-        aliases=(),
-        references=tuple(r for r in values["references"].split("\n") if r),
-        in_reply_to=parsed.in_reply_to,
-        thread_index=parsed.thread_index,
-        date=parsed.date,
-        subject_norm=values["subject_norm"],
-        is_reply=values["is_reply"],
-        sender=sender,
-        participants=frozenset(participants),
-        new_text=new_text,
-        quoted_text=quoted_text,
-        sent_local=parsed.date_local,
-    )
