@@ -1,0 +1,131 @@
+"""The access rule of `bridge.core.access`, asked of the store.
+
+`visible_thread_ids` is one SQL statement (no per-thread round trips): the
+threads the viewer was party to, found through the indexes on
+`messages.sender_id` and `recipients.person_id` plus one pass over the
+deliveries' envelope recipients, or threads in a space they may read that
+are not private.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, false, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from bridge.core.access import Viewer, may_see_message, normalize_address
+from bridge.store.tables import Delivery, Message, Person, Recipient, Thread
+
+CHUNK = 500  # ids per IN (...): well under SQLite's bound-parameter limit
+
+
+def _chunks(ids: list[int]) -> list[list[int]]:
+    return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+def _envelope_has(address: str) -> ColumnElement[bool]:
+    """Delivery.envelope_to (one address a line) names `address`, in any case."""
+    padded = literal("\n") + func.lower(Delivery.envelope_to) + literal("\n")
+    # LIKE wildcards in an address would widen the match: escape them.
+    escaped = address.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return padded.like("%\n" + escaped + "\n%", escape="\\")
+
+
+def _party_thread_ids(session: Session, address: str) -> Select[Any]:
+    """The ids of threads `address` was party to, as a subquery."""
+    person = session.execute(select(Person.id).where(Person.address == address)).scalar()
+    parts: list[Select[Any]] = [
+        select(Message.thread_id)
+        .join(Delivery, Delivery.message_pk == Message.id)
+        .where(Delivery.envelope_to != "", _envelope_has(address))
+    ]
+    if person is not None:
+        parts.append(select(Message.thread_id).where(Message.sender_id == person))
+        parts.append(
+            select(Message.thread_id)
+            .join(Recipient, Recipient.message_pk == Message.id)
+            .where(Recipient.person_id == person)
+        )
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+
+
+def visible_thread_ids(
+    session: Session, viewer: Viewer, candidates: list[int] | None = None
+) -> set[int]:
+    """The threads `viewer` may see, among `candidates` (all threads when None)."""
+    address = normalize_address(viewer.address)
+    party = _party_thread_ids(session, address) if address else None
+    conditions: list[ColumnElement[bool]] = []
+    if party is not None:
+        conditions.append(Thread.id.in_(party))
+    if viewer.spaces:
+        conditions.append(Thread.space.in_(sorted(viewer.spaces)) & Thread.private.is_(False))
+    where = or_(*conditions) if conditions else false()
+    if candidates is None:
+        return set(session.execute(select(Thread.id).where(where)).scalars())
+    seen: set[int] = set()
+    for part in _chunks(sorted(set(candidates))):
+        seen.update(session.execute(select(Thread.id).where(Thread.id.in_(part), where)).scalars())
+    return seen
+
+
+def _message_parties(session: Session, message_pks: list[int]) -> dict[int, set[str]]:
+    """Lower-case addresses of each message's sender, To/Cc/Bcc and envelope recipients."""
+    parties: dict[int, set[str]] = defaultdict(set)
+    for part in _chunks(message_pks):
+        senders = select(Message.id, Person.address).join(Person, Person.id == Message.sender_id)
+        for pk, address in session.execute(senders.where(Message.id.in_(part))):
+            parties[pk].add(address.lower())
+        people = select(Recipient.message_pk, Person.address).join(
+            Person, Person.id == Recipient.person_id
+        )
+        for pk, address in session.execute(people.where(Recipient.message_pk.in_(part))):
+            parties[pk].add(address.lower())
+        envelopes = select(Delivery.message_pk, Delivery.envelope_to).where(
+            Delivery.message_pk.in_(part), Delivery.envelope_to != ""
+        )
+        for pk, lines in session.execute(envelopes):
+            parties[pk].update(a for a in (normalize_address(x) for x in lines.split("\n")) if a)
+    return parties
+
+
+def thread_participants(session: Session, thread_ids: list[int]) -> dict[int, set[str]]:
+    """Every party to each thread: senders, To, Cc, Bcc and envelope recipients."""
+    result: dict[int, set[str]] = {tid: set() for tid in thread_ids}
+    for part in _chunks(sorted(set(thread_ids))):
+        rows = session.execute(
+            select(Message.id, Message.thread_id).where(Message.thread_id.in_(part))
+        ).all()
+        parties = _message_parties(session, [pk for pk, _ in rows])
+        for pk, tid in rows:
+            result[tid] |= parties.get(pk, set())
+    return result
+
+
+def visible_messages(session: Session, viewer: Viewer, thread_id: int) -> list[Message]:
+    """The thread's messages the viewer may see, oldest first; [] when the thread is hidden.
+
+    Callers answer 404 on [] exactly as for a missing thread.
+    """
+    if thread_id not in visible_thread_ids(session, viewer, [thread_id]):
+        return []
+    thread = session.get(Thread, thread_id)
+    if thread is None:
+        return []
+    messages = list(
+        session.execute(
+            select(Message)
+            .where(Message.thread_id == thread_id)
+            .order_by(Message.sort_date, Message.id)
+        ).scalars()
+    )
+    parties = _message_parties(session, [m.id for m in messages])
+    return [
+        m
+        for m in messages
+        if may_see_message(
+            viewer, parties.get(m.id, set()), m.space, m.private, thread.space, thread.private
+        )
+    ]

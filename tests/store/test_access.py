@@ -1,0 +1,211 @@
+"""Who sees which thread and message, on real imported mail, on SQLite and PostgreSQL.
+
+Enron's maildir gives four threads (West Position, a spam mail, SoCal Gas and
+the reply-all "Heads up"); the notmuch lkml files give a RapidIO thread held
+together by References, in which rules make Michael Neuling's messages
+private. Expected message sets come from the files' own headers (stdlib
+email), not from the store.
+"""
+
+from __future__ import annotations
+
+import email
+import tomllib
+from email.utils import getaddresses
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from bridge.config import parse_config
+from bridge.core.access import Viewer, may_see_thread, viewer_for
+from bridge.core.normalize import normalize_message_id
+from bridge.ingest.files import run_import
+from bridge.store.access import thread_participants, visible_messages, visible_thread_ids
+from bridge.store.reading import find_message, find_thread_id
+from bridge.store.tables import Delivery, Message, Thread
+from tests.conftest import DATA
+
+ENRON = DATA / "enron" / "maildir"
+LKML = DATA / "threads" / "notmuch" / "lkml"
+STAFF = ("enron.com",)
+
+CONFIG = """
+[[spaces]]
+slug = "gas"
+members = ["outside.analyst@example.org"]
+[[spaces]]
+slug = "trading"
+visibility = "staff"
+[[spaces]]
+slug = "rio"
+members = ["observer@example.org", "@sysgo.com"]
+
+[[rules]]
+name = "west"
+space = "gas"
+private = true
+[rules.match]
+subject = "West Position"
+
+[[rules]]
+name = "socal"
+space = "gas"
+[rules.match]
+subject = "SoCal"
+
+[[rules]]
+name = "heads"
+space = "trading"
+[rules.match]
+subject = "Heads up"
+
+[[rules]]
+name = "neuling"
+space = "rio"
+private = true
+[rules.match]
+from = "mikey@neuling.org"
+"""
+
+AUDITOR = "Auditor@Example.NET"  # given as an envelope recipient of the spam copy
+
+
+def file_id(path: Path) -> str:
+    value = normalize_message_id(email.message_from_bytes(path.read_bytes())["Message-ID"])
+    assert value
+    return value
+
+
+def header_parties(path: Path) -> set[str]:
+    message = email.message_from_bytes(path.read_bytes())
+    fields = [v for name in ("From", "To", "Cc") for v in message.get_all(name, [])]
+    return {addr.lower() for _, addr in getaddresses(fields) if addr}
+
+
+def by_subject(session: Session, start: str) -> Message:
+    """Enron's maildir files carry no Message-ID: find a thread's first message by subject."""
+    query = select(Message).where(Message.subject.startswith(start)).order_by(Message.sort_date)
+    return session.execute(query.limit(1)).scalar_one()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Engine:
+    config = parse_config(tomllib.loads(CONFIG), "bridge.toml")
+    result = run_import(engine, [str(ENRON), str(LKML)], workers=1, rules=config.ruleset)
+    assert result.tally.outcomes["quarantined"] == 0
+    with Session(engine) as session:
+        spam = by_subject(session, "PHILLIP, You've been selected")
+        session.execute(
+            update(Delivery).where(Delivery.message_pk == spam.id).values(envelope_to=AUDITOR)
+        )
+        session.commit()
+    return engine
+
+
+def viewer(address: str) -> Viewer:
+    config = parse_config(tomllib.loads(CONFIG), "bridge.toml")
+    return viewer_for(address, config.spaces, STAFF)
+
+
+def threads(session: Session) -> dict[str, int]:
+    return {
+        "west": by_subject(session, "RE: West Position").thread_id,
+        "spam": by_subject(session, "PHILLIP, You've been selected").thread_id,
+        "socal": by_subject(session, "SoCal Gas CPUC").thread_id,
+        "heads": by_subject(session, "Heads up").thread_id,
+        "rio": find_thread_id(session, file_id(LKML / "1382298770.004581.eml")),
+    }
+
+
+MATRIX = {
+    "heather.dunton@enron.com": {"west", "heads"},  # From on West; staff
+    "k..allen@enron.com": {"west", "heads"},  # To on West; staff
+    "pallen@enron.com": {"spam", "heads"},  # To on the spam; staff
+    AUDITOR: {"spam"},  # an envelope recipient only
+    "outside.analyst@example.org": {"socal"},  # gas member, not staff, West is private
+    "someone.new@enron.com": {"heads"},  # staff only: the staff-open space
+    "thomas.moll@sysgo.com": {"rio"},  # Cc on the private RapidIO thread
+    "observer@example.org": set(),  # rio member, but rio is private and he was no party
+    "nobody@example.net": set(),  # an outsider sees nothing
+}
+
+
+@pytest.mark.parametrize("address", sorted(MATRIX))
+def test_who_sees_which_thread(store: Engine, address: str) -> None:
+    with Session(store) as session:
+        named = threads(session)
+        assert len(set(named.values())) == len(named)
+        who = viewer(address)
+        seen = visible_thread_ids(session, who)
+        assert {name for name, tid in named.items() if tid in seen} == MATRIX[address]
+        # Only the named threads exist besides lkml's others; none leaks past the rule.
+        every = list(session.execute(select(Thread.id)).scalars())
+        parts = thread_participants(session, every)
+        rows = {t.id: t for t in session.execute(select(Thread)).scalars()}
+        expected = {
+            t for t in every if may_see_thread(who, parts[t], rows[t].space, rows[t].private)
+        }
+        assert seen == expected
+        assert visible_thread_ids(session, who, [named["west"], named["heads"]]) == (
+            seen & {named["west"], named["heads"]}
+        )
+        for name, tid in named.items():
+            assert bool(visible_messages(session, who, tid)) == (name in MATRIX[address])
+
+
+def test_outsider_gets_exactly_what_a_missing_thread_gets(store: Engine) -> None:
+    with Session(store) as session:
+        nobody = viewer("nobody@example.net")
+        missing = max(session.execute(select(Thread.id)).scalars()) + 1000
+        assert visible_messages(session, nobody, missing) == []
+        for tid in threads(session).values():
+            assert visible_messages(session, nobody, tid) == []
+        assert visible_thread_ids(session, nobody, [missing]) == set()
+
+
+def test_a_private_thread_shows_a_party_only_the_messages_they_were_party_to(
+    store: Engine,
+) -> None:
+    files = sorted(LKML.glob("*.eml"))
+    with Session(store) as session:
+        rio = threads(session)["rio"]
+        in_rio = {
+            f: find_message(session, file_id(f))
+            for f in files
+            if find_message(session, file_id(f)).thread_id == rio
+        }
+        assert session.get(Thread, rio).private  # type: ignore[union-attr]
+        neuling = [f for f, m in in_rio.items() if m.private]
+        assert neuling  # the rule made some messages private, the thread with them
+        for address in ("timur.tabi@gmail.com", "mporter@kernel.crashing.org"):
+            shown = {m.id for m in visible_messages(session, viewer(address), rio)}
+            expected = {m.id for f, m in in_rio.items() if address in header_parties(f)}
+            assert shown == expected
+            assert shown != {m.id for m in in_rio.values()}  # something stays hidden
+
+
+def test_references_to_a_hidden_message_do_not_reveal_it(store: Engine) -> None:
+    """r58472 joined late: the replies he got name Neuling's private mail in References."""
+    with Session(store) as session:
+        rio = threads(session)["rio"]
+        shown = visible_messages(session, viewer("r58472@freescale.com"), rio)
+        assert len(shown) == 3
+        shown_ids = {m.id for m in shown}
+        named = {
+            find_message(session, ref).id
+            for m in shown
+            for ref in m.references.split("\n")
+            if ref and ref in known_ids(session)
+        }
+        hidden = named - shown_ids
+        assert hidden  # known Message-IDs, in the same thread, not shown
+        rows = [session.get(Message, pk) for pk in hidden]
+        assert all(m is not None and m.thread_id == rio for m in rows)
+        # Among them Neuling's own private reply, the one the rule hid.
+        assert any(m is not None and m.private for m in rows)
+
+
+def known_ids(session: Session) -> set[str]:
+    return set(session.execute(select(Message.message_id)).scalars())
