@@ -159,6 +159,29 @@ class BridgeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundConfig:
+    """The relay Bridge sends its mail through (digests, sign-in links)."""
+
+    host: str = ""  # empty: mail waits in the outbox, unsent
+    port: int = field(default=0, metadata=_check(_port))  # 0: 465 tls, 587 starttls, 25 none
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    ca_file: str = ""
+    username: str = ""
+    password: str = field(default="", metadata=_check(_no_inline_password))
+    password_env: str = ""
+    password_file: str = ""
+    from_address: str = field(default="", metadata=_check(_address))
+    connect_timeout: float = field(default=30.0, metadata=_check(_positive))
+    timeout: float = field(default=120.0, metadata=_check(_positive))
+    batch_size: int = field(default=50, metadata=_check(_positive))
+    poll_interval: float = field(default=30.0, metadata=_check(_positive))
+
+    @property
+    def server_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587, "none": 25}[self.tls]
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     imports: ImportConfig = field(default_factory=ImportConfig)
@@ -168,6 +191,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     # [[spaces]] and [[rules]]: arrays of tables, built by bridge.core.rule_config.
     spaces: tuple[Space, ...] = ()
     rules: tuple[Rule, ...] = ()
@@ -189,6 +213,7 @@ SECTIONS: dict[str, type] = {
     "log": LogConfig,
     "imap": ImapConfig,
     "bridge": BridgeConfig,
+    "outbound": OutboundConfig,
 }
 # Arrays of tables with their own builders (regexes compiled once, cross-checked).
 LIST_SECTIONS = ("spaces", "rules")
@@ -225,6 +250,7 @@ def parse_config(data: dict[str, Any], path: str) -> Config:
     config = Config(**values)
     _validate(config, path)
     _validate_imap(config.imap, path)
+    _validate_outbound(config.outbound, path)
     return config
 
 
@@ -329,3 +355,13 @@ def _validate_imap(imap: ImapConfig, path: str) -> None:
                 raise ConfigError(path, f"{key}.move_to", "is required when after_action is move")
             if account.move_to in account.folders:
                 raise ConfigError(path, f"{key}.move_to", "must not be one of the folders read")
+
+
+def _validate_outbound(outbound: OutboundConfig, path: str) -> None:
+    """The relay's credentials come as a pair: a username and where its password is."""
+    if outbound.username and bool(outbound.password_env) == bool(outbound.password_file):
+        raise ConfigError(path, "outbound.password_env", "set one of password_env, password_file")
+    if not outbound.username and (outbound.password_env or outbound.password_file):
+        raise ConfigError(path, "outbound.username", "is required with a password")
+    if outbound.ca_file and not Path(outbound.ca_file).is_file():
+        raise ConfigError(path, "outbound.ca_file", f"has value {outbound.ca_file!r}: no such file")

@@ -29,6 +29,7 @@ from bridge.errors import ConfigError
 from bridge.group_commit import GroupCommit
 from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
 from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
+from bridge.outbound.mailer import Mailer
 from bridge.outbound.scheduler import Scheduler
 from bridge.sdnotify import Notifier
 from bridge.store.blobs import Compressor, current_dictionary
@@ -100,7 +101,10 @@ class Daemon:
         self._imap_stop = asyncio.Event()
         self._imap: asyncio.Task[None] | None = None
         self.metrics.before_scrape.append(self._imap_metrics)
-        self.scheduler = Scheduler(self.store)
+        mailer = None
+        if config.outbound.host:  # no relay configured: nothing is ever sent
+            mailer = Mailer(self.store, config.outbound, config.bridge.address)
+        self.scheduler = Scheduler(self.store, mailer, config.outbound.poll_interval)
         self.services.append(self.scheduler)
 
     # -- delivery ---------------------------------------------------------------

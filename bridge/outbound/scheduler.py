@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
+from bridge.outbound.mailer import Mailer
 from bridge.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,11 @@ class Scheduler:
 
     name = "scheduler"
 
-    def __init__(self, store: StoreRunner) -> None:
+    def __init__(
+        self, store: StoreRunner, mailer: Mailer | None = None, send_every: float = 30.0
+    ) -> None:
         self.store = store
+        self.mailer = mailer
         self.runs = 0
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
@@ -49,6 +53,24 @@ class Scheduler:
             max_instances=1,
             next_run_time=datetime.now(UTC) + timedelta(minutes=1),
         )
+        if mailer is not None:
+            self._scheduler.add_job(
+                self._send_mail,
+                "interval",
+                seconds=send_every,
+                id="outbox",
+                coalesce=True,
+                max_instances=1,
+                next_run_time=datetime.now(UTC),
+            )
+
+    async def _send_mail(self) -> None:
+        """Send what the outbox holds that is due (retries wait for their backoff)."""
+        assert self.mailer is not None
+        try:
+            await self.mailer.send_due(datetime.now(UTC))
+        except Exception:  # a job failure is logged, the daemon goes on
+            log.exception("sending the outbox failed")
 
     async def _maintenance(self) -> None:
         try:

@@ -303,3 +303,29 @@ class Skipped(CopyOfSource, Base):
 def table(model: type[Base]) -> Table:
     """The Core table of a model, for bulk statements."""
     return cast(Table, model.__table__)
+
+
+class Outbox(Base):
+    """Mail the bridge sends: the exact bytes, enqueued with what caused them.
+
+    The bytes are sent unchanged on every attempt, so a retry keeps its
+    Message-ID. A claimed row carries a lease: a sender that crashed holds
+    it only until `lease_until`.
+    """
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    recipients: Mapped[str] = mapped_column(Text)  # one address a line
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lease_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
