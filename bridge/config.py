@@ -8,6 +8,7 @@ a test keeps the two in step.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 import types
 from collections.abc import Callable
@@ -218,6 +219,22 @@ SECTIONS: dict[str, type] = {
 # Arrays of tables with their own builders (regexes compiled once, cross-checked).
 LIST_SECTIONS = ("spaces", "rules")
 ATTRIBUTE = {"import": "imports"}
+
+
+def read_secret(env: str, file: str) -> str:
+    """A password from an environment variable or a file (never inline in the config).
+
+    Read when needed, not at load time, so a rotated password needs no restart.
+    """
+    if env:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"${env}", "", "environment variable not set")
+        return value
+    try:
+        return Path(file).read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(file, "", f"cannot read password: {exc}") from None
 
 
 def load_config(path: str | None) -> Config:

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import select
 import socket
 import ssl
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from imapclient import IMAPClient
 
-from bridge.config import ImapAccount
-from bridge.errors import ConfigError
+from bridge.config import ImapAccount, read_secret
 from bridge.ingest.imap_status import (
     CONNECTING,
     ERROR,
@@ -42,15 +39,7 @@ IDLE_CHECK = 0.5  # seconds between looks at the stop flag while idling
 
 def read_password(account: ImapAccount) -> str:
     """The account's password, read at each connection so that rotating it needs no restart."""
-    if account.password_env:
-        value = os.environ.get(account.password_env)
-        if value is None:
-            raise ConfigError(f"${account.password_env}", "", "environment variable not set")
-        return value
-    try:
-        return Path(account.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(account.password_file, "", f"cannot read password: {exc}") from None
+    return read_secret(account.password_env, account.password_file)
 
 
 def connect(account: ImapAccount) -> IMAPClient:

@@ -11,16 +11,14 @@ fault or ours, never the message's.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import aiosmtplib
 from sqlalchemy.orm import Session
 
-from bridge.config import OutboundConfig
+from bridge.config import OutboundConfig, read_secret
 from bridge.errors import ConfigError
 from bridge.outbound import outbox
 from bridge.outbound.outbox import OutboxItem
@@ -40,15 +38,7 @@ def relay_password(config: OutboundConfig) -> str | None:
     """The relay password, read at each connection so a new one needs no restart."""
     if not config.username:
         return None
-    if config.password_env:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ConfigError(f"${config.password_env}", "", "environment variable not set")
-        return value
-    try:
-        return Path(config.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(config.password_file, "", f"cannot read password: {exc}") from None
+    return read_secret(config.password_env, config.password_file)
 
 
 def _reason(exc: BaseException) -> str:
