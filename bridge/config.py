@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.loops import Identity
 from bridge.core.rule_config import parse_rules, parse_spaces
@@ -47,6 +48,10 @@ def _port(value: int) -> str | None:
 
 def _positive(value: float) -> str | None:
     return None if value > 0 else "must be positive"
+
+
+def _hour(value: int) -> str | None:
+    return None if 0 <= value <= 23 else "expected an hour from 0 to 23"
 
 
 def _log_level(value: str) -> str | None:
@@ -84,10 +89,81 @@ class SmtpConfig:
     batch_wait: float = field(default=0.005, metadata=_check(_positive))
 
 
+def _base_url(value: str) -> str | None:
+    ok = not value or (value.startswith(("http://", "https://")) and " " not in value)
+    return None if ok else "expected an absolute URL such as https://bridge.example.com"
+
+
+def _language(value: str) -> str | None:
+    return None if value in LANGUAGES else f"expected one of {', '.join(LANGUAGES)}"
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "not a time zone name such as Europe/Paris"
+    return None
+
+
+def _network(value: tuple[str, ...]) -> str | None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{item!r} is not an address or network such as 10.0.0.0/8"
+    return None
+
+
+LANGUAGES = ("en", "fr")
+FREQUENCIES = ("off", "daily", "weekly")
+
+
 @dataclass(frozen=True, slots=True)
 class WebConfig:
+    """The viewer: where it listens, how people sign in, who administers it."""
+
     host: str = "127.0.0.1"
     port: int = field(default=8080, metadata=_check(_port))
+    # The address people reach the viewer at, for links in mail (sign-in,
+    # digests, feeds). Empty: http://{host}:{port}.
+    base_url: str = field(default="", metadata=_check(_base_url))
+    # The key that signs cookies and links. Empty: one made on first start
+    # and kept in the database (shared by every process using it).
+    secret_env: str = ""
+    secret_file: str = ""
+    session_days: int = field(default=30, metadata=_check(_positive))
+    # Secure cookies need https; browsers treat http://localhost as secure.
+    cookie_secure: bool = True
+    admins: tuple[str, ...] = ()
+    # Single sign-on: a reverse proxy at one of `trusted_proxies` sets
+    # `sso_header` to the signed-in address. Empty header: no SSO.
+    sso_header: str = ""
+    trusted_proxies: tuple[str, ...] = field(default=(), metadata=_check(_network))
+    default_language: str = field(default="en", metadata=_check(_language))
+    default_timezone: str = field(default="UTC", metadata=_check(_timezone))
+    login_per_address_per_hour: int = field(default=5, metadata=_check(_positive))
+    login_per_client_per_hour: int = field(default=20, metadata=_check(_positive))
+
+    @property
+    def public_url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class DigestConfig:
+    """Digests by email: when they go out and what a person gets by default."""
+
+    # The frequency of people in no space that sets one: off, daily or weekly.
+    default_frequency: Literal["off", "daily", "weekly"] = "weekly"
+    # Local hour (0-23, in the person's time zone) a digest goes out at.
+    send_hour: int = field(default=7, metadata=_check(_hour))
+    # Day weekly digests go out on.
+    weekly_day: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
+    # How many threads of each kind a digest lists at most.
+    max_threads: int = field(default=25, metadata=_check(_positive))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +233,9 @@ class BridgeConfig:
 
     message_id_domain: str = field(default="", metadata=_check(_domain))
     address: str = field(default="", metadata=_check(_address))
+    # The company's mail domains: their people are staff, who read the
+    # spaces open to all staff and may sign in. Empty: smtp.domains.
+    staff_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +272,7 @@ class Config:
     imap: ImapConfig = field(default_factory=ImapConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
+    digest: DigestConfig = field(default_factory=DigestConfig)
     # [[spaces]] and [[rules]]: arrays of tables, built by bridge.core.rule_config.
     spaces: tuple[Space, ...] = ()
     rules: tuple[Rule, ...] = ()
@@ -203,6 +283,13 @@ class Config:
         """What `bridge.core.rules.decide` needs: the rules and the bridge's identity."""
         identity = Identity(self.bridge.message_id_domain, self.bridge.address)
         return RuleSet(self.rules, identity)
+
+    @property
+    def staff_domains(self) -> tuple[str, ...]:
+        """The domains whose people are staff (bridge.staff_domains, else smtp.domains)."""
+        if self.bridge.staff_domains:
+            return self.bridge.staff_domains
+        return tuple(d.rpartition("@")[2] for d in self.smtp.domains if d)
 
 
 SECTIONS: dict[str, type] = {
@@ -215,6 +302,7 @@ SECTIONS: dict[str, type] = {
     "imap": ImapConfig,
     "bridge": BridgeConfig,
     "outbound": OutboundConfig,
+    "digest": DigestConfig,
 }
 # Arrays of tables with their own builders (regexes compiled once, cross-checked).
 LIST_SECTIONS = ("spaces", "rules")

@@ -42,7 +42,8 @@ MATCH_KEYS = (
     "account",
     "flag",
 )
-SPACE_KEYS = ("slug", "name", "members", "visibility")
+SPACE_KEYS = ("slug", "name", "members", "visibility", "digest")
+DIGEST_FREQUENCIES = ("off", "daily", "weekly")
 VISIBILITIES = ("members", "staff")
 FLAGS = tuple(sorted(v for k, v in vars(Flag).items() if k.isupper()))
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
@@ -189,7 +190,12 @@ def parse_spaces(value: Any, path: str) -> tuple[Space, ...]:
             )
         if visibility == "members" and not (members.addresses or members.domains):
             raise keys.error("members", "is required when visibility is 'members'")
-        spaces.append(Space(slug, name, members, visibility))
+        digest = keys.text(item.get("digest", ""), "digest")
+        if digest and digest not in DIGEST_FREQUENCIES:
+            raise keys.error(
+                "digest", f"has value {digest!r}: expected one of 'off', 'daily', 'weekly'"
+            )
+        spaces.append(Space(slug, name, members, visibility, digest))
     return tuple(spaces)
 
 

@@ -85,6 +85,7 @@ class Space:
     name: str
     members: Patterns = field(default_factory=Patterns)
     visibility: str = "members"
+    digest: str = ""  # the members' default digest frequency; "": [digest].default_frequency
 
     def is_member(self, address: str) -> bool:
         return self.members.matches(address.strip().lower())

@@ -329,3 +329,83 @@ class Outbox(Base):
     last_error: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+
+
+class Secret(Base):
+    """Keys the bridge makes for itself on first use (cookie and link signing).
+
+    Kept in the database so every process sharing it signs alike and a
+    restart does not sign everybody out.
+    """
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class User(Base):
+    """A person who signed in or gets digests: their own settings.
+
+    Empty strings mean "the default": the browser's language, the
+    configured time zone, the digest frequency of their spaces.
+    `feed_epoch` is part of their signed feed token: bumping it revokes
+    every feed URL they handed out.
+    """
+
+    __tablename__ = "users"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    language: Mapped[str] = mapped_column(String(8), default="")
+    timezone: Mapped[str] = mapped_column(String(64), default="")
+    digest_frequency: Mapped[str] = mapped_column(String(8), default="")  # ""|off|daily|weekly
+    feed_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    last_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class LoginToken(Base):
+    """A sign-in link: only the SHA-256 of its token is stored; single use."""
+
+    __tablename__ = "login_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    client: Mapped[str] = mapped_column(String(64), default="", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie carries the id, signed; only its hash is stored."""
+
+    __tablename__ = "web_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    via: Mapped[str] = mapped_column(String(16), default="link")  # link | sso
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DigestSend(Base):
+    """One digest per person and period: the row is claimed before anything is sent.
+
+    `period` names the period in the person's calendar ("daily:2026-11-27",
+    "weekly:2026-W48"); the unique key is what makes a second daemon, or a
+    restart after `kill -9`, skip a digest already claimed.
+    """
+
+    __tablename__ = "digest_sends"
+    __table_args__ = (UniqueConstraint("address", "period", name="uq_digest_sends_address_period"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320))
+    period: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # queued | empty | skipped | failed
+    threads: Mapped[int] = mapped_column(Integer, default=0)
+    outbox_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
