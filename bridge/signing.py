@@ -36,7 +36,7 @@ class Signer:
     def sign_timed(self, purpose: str, payload: Any) -> str:
         return URLSafeTimedSerializer(self._key, salt=purpose).dumps(payload)
 
-    def unsign_timed(self, purpose: str, token: str, max_age: float) -> Any | None:
+    def unsign_timed(self, purpose: str, token: str, max_age: int) -> Any | None:
         """The payload if signed for `purpose` less than `max_age` seconds ago."""
         try:
             return URLSafeTimedSerializer(self._key, salt=purpose).loads(token, max_age=max_age)
