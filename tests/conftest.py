@@ -12,6 +12,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
+from tests.browser import browser  # noqa: F401  (Chromium, for the viewer and digests)
 from tests.dovecot import dovecot  # noqa: F401  (a fixture for the IMAP and daemon tests)
 
 DATA = Path(__file__).parent / "data"
