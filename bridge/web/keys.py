@@ -1,0 +1,53 @@
+"""What the web application holds, and how handlers reach it.
+
+The configuration can change under a running app (SIGHUP reloads rules,
+spaces and admins), so the app holds a function that returns the current
+one: handlers call `config_of(request)` every time, never keep it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bridge.config import Config
+from bridge.core.access import Viewer
+from bridge.signing import Signer
+from bridge.store.runner import StoreRunner
+
+STORE: web.AppKey[StoreRunner] = web.AppKey("store", StoreRunner)
+CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
+SIGNER: web.AppKey[Signer] = web.AppKey("signer", Signer)
+
+# Set on every request by the session middleware (bridge.web.auth):
+# the signed-in reader (None when signed out) and their own settings.
+VIEWER: web.RequestKey[Viewer | None] = web.RequestKey("viewer")
+USER: web.RequestKey[UserPrefs | None] = web.RequestKey("user")
+# The form token of this request's session ("" when signed out).
+CSRF_TOKEN: web.RequestKey[str] = web.RequestKey("csrf_token", str)
+# Extra img-src sources for this page alone (remote images the reader asked for).
+CSP_IMG: web.RequestKey[str] = web.RequestKey("csp_img", str)
+
+
+@dataclass(frozen=True, slots=True)
+class UserPrefs:
+    """A signed-in person's own settings; empty strings mean the default."""
+
+    address: str
+    language: str = ""
+    timezone: str = ""
+    digest_frequency: str = ""
+
+
+def store_of(request: web.Request) -> StoreRunner:
+    return request.app[STORE]
+
+
+def config_of(request: web.Request) -> Config:
+    return request.app[CONFIG]()
+
+
+def signer_of(request: web.Request) -> Signer:
+    return request.app[SIGNER]

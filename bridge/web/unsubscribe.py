@@ -1,0 +1,9 @@
+"""(being written)"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def add_routes(app: web.Application) -> None:
+    """Nothing yet."""
