@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.cli import open_engine, utcnow, write_json
 from bridge.config import Config
+from bridge.errors import ConfigError
 
 
 @contextmanager
@@ -296,3 +297,26 @@ def cmd_run(args: argparse.Namespace, config: Config) -> int:
     from bridge.daemon import run_daemon
 
     return run_daemon(args, config)
+
+
+def cmd_login_link(args: argparse.Namespace, config: Config) -> int:
+    """A one-time sign-in link for ADDRESS, printed instead of mailed.
+
+    For the first admin of a new install, or when no relay is configured
+    yet: whoever can run this can read the database anyway.
+    """
+    from sqlalchemy.orm import Session
+
+    from bridge.web.auth_store import create_login_token
+
+    address = args.address.strip().lower()
+    if "@" not in address:
+        raise ConfigError(
+            "(command line)", "ADDRESS", f"has value {args.address!r}: not an address"
+        )
+    engine = open_engine(args, config)
+    with Session(engine) as session, session.begin():
+        token = create_login_token(session, address, "command-line", utcnow())
+    sys.stdout.write(f"{config.web.public_url}/login/confirm?t={token}\n")
+    sys.stderr.write("valid for 15 minutes, once; open it and press Sign in\n")
+    return 0

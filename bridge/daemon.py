@@ -18,6 +18,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -29,9 +30,11 @@ from bridge.errors import ConfigError
 from bridge.group_commit import GroupCommit
 from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
 from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
+from bridge.outbound.keys import signing_key
 from bridge.outbound.mailer import Mailer
 from bridge.outbound.scheduler import Scheduler
 from bridge.sdnotify import Notifier
+from bridge.signing import Signer
 from bridge.store.blobs import Compressor, current_dictionary
 from bridge.store.db import make_engine
 from bridge.store.migrate import is_current, upgrade
@@ -104,7 +107,7 @@ class Daemon:
         mailer = None
         if config.outbound.host:  # no relay configured: nothing is ever sent
             mailer = Mailer(self.store, config.outbound, config.bridge.address)
-        self.scheduler = Scheduler(self.store, mailer, config.outbound.poll_interval)
+        self.scheduler = Scheduler(self.store, mailer, config.outbound.poll_interval, config)
         self.services.append(self.scheduler)
 
     # -- delivery ---------------------------------------------------------------
@@ -154,7 +157,14 @@ class Daemon:
         self._start_imap()
         for service in self.services:
             await service.start()
-        app = make_app(self.store, self.metrics, self.health_status)
+        key = await self.store.write(lambda s: signing_key(s, self.config, datetime.now(UTC)))
+        app = make_app(
+            self.store,
+            self.metrics,
+            self.health_status,
+            config=lambda: self.config,
+            signer=Signer(key),
+        )
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._web.setup()
         site = web.TCPSite(self._web, self.config.web.host, self.config.web.port)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, false, func, literal, or_, select
+from sqlalchemy import ColumnElement, CompoundSelect, false, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.core.access import Viewer, may_see_message, normalize_address
-from bridge.store.tables import Delivery, Message, Person, Recipient, Thread
+from bridge.store.tables import EnvelopeRecipient, Message, Person, Recipient, Thread
 
 CHUNK = 500  # ids per IN (...): well under SQLite's bound-parameter limit
 
@@ -25,36 +25,34 @@ def _chunks(ids: list[int]) -> list[list[int]]:
     return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
-def _envelope_has(address: str) -> ColumnElement[bool]:
-    """Delivery.envelope_to (one address a line) names `address`, in any case."""
-    padded = literal("\n") + func.lower(Delivery.envelope_to) + literal("\n")
-    # LIKE wildcards in an address would widen the match: escape them.
-    escaped = address.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return padded.like("%\n" + escaped + "\n%", escape="\\")
-
-
-def _party_thread_ids(session: Session, address: str) -> Select[Any]:
-    """The ids of threads `address` was party to, as a subquery."""
+def _party_thread_ids(session: Session, address: str) -> CompoundSelect[Any] | None:
+    """The ids of threads `address` was party to, as a subquery (None: never party)."""
     person = session.execute(select(Person.id).where(Person.address == address)).scalar()
-    parts: list[Select[Any]] = [
+    if person is None:
+        return None
+    return (
         select(Message.thread_id)
-        .join(Delivery, Delivery.message_pk == Message.id)
-        .where(Delivery.envelope_to != "", _envelope_has(address))
-    ]
-    if person is not None:
-        parts.append(select(Message.thread_id).where(Message.sender_id == person))
-        parts.append(
+        .where(Message.sender_id == person)
+        .union(
             select(Message.thread_id)
             .join(Recipient, Recipient.message_pk == Message.id)
-            .where(Recipient.person_id == person)
+            .where(Recipient.person_id == person),
+            select(Message.thread_id)
+            .join(EnvelopeRecipient, EnvelopeRecipient.message_pk == Message.id)
+            .where(EnvelopeRecipient.person_id == person),
         )
-    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]  # type: ignore[return-value]
+    )
 
 
-def visible_thread_ids(
-    session: Session, viewer: Viewer, candidates: list[int] | None = None
-) -> set[int]:
-    """The threads `viewer` may see, among `candidates` (all threads when None)."""
+def party_thread_ids(session: Session, viewer: Viewer) -> set[int]:
+    """The threads the viewer was party to (sender, To/Cc/Bcc or envelope recipient)."""
+    address = normalize_address(viewer.address)
+    party = _party_thread_ids(session, address) if address else None
+    return set() if party is None else set(session.execute(party).scalars())
+
+
+def visible_condition(session: Session, viewer: Viewer) -> ColumnElement[bool]:
+    """The rule as a WHERE clause on `threads`: listings page and count in SQL with it."""
     address = normalize_address(viewer.address)
     party = _party_thread_ids(session, address) if address else None
     conditions: list[ColumnElement[bool]] = []
@@ -62,7 +60,14 @@ def visible_thread_ids(
         conditions.append(Thread.id.in_(party))
     if viewer.spaces:
         conditions.append(Thread.space.in_(sorted(viewer.spaces)) & Thread.private.is_(False))
-    where = or_(*conditions) if conditions else false()
+    return or_(*conditions) if conditions else false()
+
+
+def visible_thread_ids(
+    session: Session, viewer: Viewer, candidates: list[int] | None = None
+) -> set[int]:
+    """The threads `viewer` may see, among `candidates` (all threads when None)."""
+    where = visible_condition(session, viewer)
     if candidates is None:
         return set(session.execute(select(Thread.id).where(where)).scalars())
     seen: set[int] = set()
@@ -83,11 +88,11 @@ def _message_parties(session: Session, message_pks: list[int]) -> dict[int, set[
         )
         for pk, address in session.execute(people.where(Recipient.message_pk.in_(part))):
             parties[pk].add(address.lower())
-        envelopes = select(Delivery.message_pk, Delivery.envelope_to).where(
-            Delivery.message_pk.in_(part), Delivery.envelope_to != ""
+        envelopes = select(EnvelopeRecipient.message_pk, Person.address).join(
+            Person, Person.id == EnvelopeRecipient.person_id
         )
-        for pk, lines in session.execute(envelopes):
-            parties[pk].update(a for a in (normalize_address(x) for x in lines.split("\n")) if a)
+        for pk, address in session.execute(envelopes.where(EnvelopeRecipient.message_pk.in_(part))):
+            parties[pk].add(address.lower())
     return parties
 
 

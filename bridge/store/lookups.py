@@ -14,7 +14,7 @@ from bridge.pipeline import Prepared
 from bridge.store import threading_store
 from bridge.store.blobs import unpack_body
 from bridge.store.db import chunks
-from bridge.store.message_rows import conversation_key
+from bridge.store.message_rows import conversation_key, envelope_addresses
 from bridge.store.tables import (
     ContentHash,
     Delivery,
@@ -131,6 +131,7 @@ class Lookups:
             for person in (parsed.sender, *parsed.to, *parsed.cc, *parsed.bcc):
                 if person is not None:
                     wanted.add(person.address or f"({person.name})")
+            wanted.update(envelope_addresses(item.raw.provenance.envelope_to))
         found: dict[str, int] = {}
         for part in chunks(sorted(wanted)):
             for address, pk in self.conn.execute(

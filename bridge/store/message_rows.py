@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from bridge.core.message import ParsedMessage
@@ -21,6 +22,16 @@ def copy_columns(item: Prepared) -> dict[str, Any]:
         "envelope_from": prov.envelope_from,
         "envelope_to": "\n".join(prov.envelope_to),
     }
+
+
+def envelope_addresses(envelope_to: Iterable[str]) -> list[str]:
+    """The envelope recipients of a copy, lower-cased, each once, in order."""
+    seen: dict[str, None] = {}
+    for value in envelope_to:
+        address = value.strip().lower()
+        if address and "@" in address:
+            seen[address] = None
+    return list(seen)
 
 
 def unique_rows(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:

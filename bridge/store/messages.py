@@ -30,6 +30,7 @@ from bridge.store.lookups import Lookups
 from bridge.store.message_rows import (
     conversation_key,
     copy_columns,
+    envelope_addresses,
     new_member,
     references_of,
     unique_rows,
@@ -38,6 +39,7 @@ from bridge.store.tables import (
     Attachment,
     ContentHash,
     Delivery,
+    EnvelopeRecipient,
     FallbackLink,
     Message,
     MessageId,
@@ -300,6 +302,9 @@ class BatchWriter:
         self._rows["deliveries"].append(
             {**copy_columns(item), "message_pk": pk, "received_at": self.now}
         )
+        for address in envelope_addresses(item.raw.provenance.envelope_to):
+            person = self._person(Address("", address))
+            self._rows["envelope"].append({"message_pk": pk, "person_id": person})
 
     # -- writing -------------------------------------------------------------
 
@@ -328,6 +333,8 @@ class BatchWriter:
             (Delivery, "deliveries"),
         ):
             bulk_insert(conn, table(model), rows[name])
+        envelope = unique_rows(rows["envelope"], "message_pk", "person_id")
+        bulk_insert(conn, table(EnvelopeRecipient), envelope, ignore=True)
         links = unique_rows(rows["links"], "child_pk", "parent_pk")
         bulk_insert(conn, table(FallbackLink), links, ignore=True)
         bulk_insert(conn, table(Quarantined), rows["quarantine"], ignore=True)

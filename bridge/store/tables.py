@@ -197,6 +197,19 @@ class Recipient(Base):
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
 
 
+class EnvelopeRecipient(Base):
+    """A person a delivery of the message was addressed to (RCPT TO, Delivered-To).
+
+    Kept apart from the deliveries' text column so the access rule finds a
+    reader's threads through an index instead of reading every delivery.
+    """
+
+    __tablename__ = "envelope_recipients"
+
+    message_pk: Mapped[int] = mapped_column(ForeignKey("messages.id"), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), primary_key=True, index=True)
+
+
 class Attachment(Base):
     __tablename__ = "attachments"
 

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import email
 import tomllib
+from datetime import UTC, datetime
 from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from bridge import pipeline
 from bridge.config import parse_config
 from bridge.core.access import Viewer, may_see_thread, viewer_for
+from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
 from bridge.ingest.files import run_import
 from bridge.store.access import thread_participants, visible_messages, visible_thread_ids
-from bridge.store.reading import find_message, find_thread_id
-from bridge.store.tables import Delivery, Message, Thread
+from bridge.store.reading import find_message, find_thread_id, raw_bytes
+from bridge.store.tables import Message, Thread
 from tests.conftest import DATA
 
 ENRON = DATA / "enron" / "maildir"
@@ -97,10 +100,14 @@ def store(engine: Engine) -> Engine:
     assert result.tally.outcomes["quarantined"] == 0
     with Session(engine) as session:
         spam = by_subject(session, "PHILLIP, You've been selected")
-        session.execute(
-            update(Delivery).where(Delivery.message_pk == spam.id).values(envelope_to=AUDITOR)
-        )
-        session.commit()
+        raw = raw_bytes(session, spam.raw_sha256)
+    # The same spam delivered again over SMTP to one more envelope recipient:
+    # the copy merges into the stored message and makes the auditor a party.
+    copy = RawMessage(raw, Provenance("smtp", "test", key="smtp-copy", envelope_to=(AUDITOR,)))
+    outcome = pipeline.store_alone(
+        engine, pipeline.prepare(copy, rules=config.ruleset), datetime.now(UTC), pipeline.Tally()
+    )
+    assert outcome is pipeline.Outcome.MERGED
     return engine
 
 
