@@ -72,3 +72,19 @@ class ImportSourceError(BridgeError):
 
 class RulesArgumentError(BridgeError):
     """Raised by `rules_cli.cmd_rules` for a bad `--since` date or an unreadable message file."""
+
+
+class AddressError(BridgeError):
+    """Raised by `outbound.compose.compose` for an address that does not parse.
+
+    Digest runs record `problem` as the reason a person got no mail.
+    """
+
+    def __init__(self, address: str, problem: str) -> None:
+        self.address = address
+        self.problem = problem
+        super().__init__(f"address {address!r}: {problem}")
+
+
+class DigestArgumentError(BridgeError):
+    """Raised by `digest_cli.cmd_digest` for missing or bad arguments (`preview` without `--to`)."""

@@ -1,10 +1,13 @@
 """Who may see what: the one access rule for the web viewer, digests and exports.
 
-A person sees a thread when they were party to it (its sender, in To, Cc or
-Bcc, or an envelope recipient of a delivery of any of its messages), or when
-it is in a space they may read, unless the thread is private: a private
-thread is seen by its participants only. A hidden thread must answer exactly
-like a missing one (404), so callers never learn that it exists.
+A person sees a thread when they were party to it (they received one of its
+messages from someone else, in To, Cc or Bcc or as an envelope recipient of a
+delivery, or they started it), or when it is in a space they may read,
+unless the thread is private: a private thread is seen by its participants
+only. Someone who only wrote into a thread sees their own messages in it and
+nothing more, so a reply naming a known Message-ID grants no sight. A hidden
+thread must answer exactly like a missing one (404), so callers never learn
+that it exists.
 
 "Staff" is anyone whose address is in one of the company's domains (the
 domains are given, not read from anywhere): a domain covers its subdomains,
@@ -76,16 +79,22 @@ def may_see_message(
     message_private: bool,
     thread_space: str | None,
     thread_private: bool,
+    thread_party: bool = True,
 ) -> bool:
     """Whether a message of a thread the viewer may see is shown to them.
 
     In a private thread only the messages the viewer was party to are shown.
     In an open thread a message that a rule put in another space, one the
     viewer may not read, stays hidden: merging by References must not carry
-    a message across a space's line.
+    a message across a space's line. `thread_party` is False when the viewer
+    only wrote into the thread (received none of it, started none of it) and
+    does not read its space: then they see only their own part of it, so
+    naming a known Message-ID in References grants no sight.
     """
     if viewer.address and viewer.address in parties:
         return True
     if thread_private or message_private:
+        return False
+    if not thread_party and (thread_space is None or thread_space not in viewer.spaces):
         return False
     return message_space is None or message_space == thread_space or message_space in viewer.spaces

@@ -1,4 +1,20 @@
-"""HTML bodies: sanitise for the viewer (nh3), turn into plain text.
+"""HTML bodies: sanitise for the viewer (nh3), prepare them for a page, turn into plain text.
+
+Two steps keep message HTML inert. `sanitize_html` runs once, at parse
+time, and its output is what the store keeps: an allow-list of tags and
+attributes, no script, event handler, style, form, frame, SVG or MathML,
+links only to http, https, mailto (and cid for inline parts), no relative
+URLs, and every image's address moved to `data-remote-src` so that showing
+a message fetches nothing. `page_html` runs when a page is rendered: it
+cleans again (rows stored under an older policy get today's), points
+`cid:` images at their attachment URL, and, only when the reader asked,
+gives remote images back their `src`. The page's Content-Security-Policy
+(no inline script or style, img-src 'self' data:) is the second wall.
+
+Styling from the mail is dropped entirely (no `style` attribute, no
+<style>): CSS carries url() fetches and overlay tricks, and the CSP would
+refuse inline styles anyway. Links get no `target`: they open in place,
+with rel="noopener noreferrer nofollow".
 
 `html_to_text` uses the stdlib tokenizer (`html.parser`): nh3 sanitises but
 does not render text, and the tokenizer is linear and already in the stdlib.
@@ -7,21 +23,49 @@ does not render text, and the tokenizer is linear and already in the stdlib.
 from __future__ import annotations
 
 import re
-from html import escape
+from collections.abc import Mapping
+from html import escape, unescape
 from html.parser import HTMLParser
+from urllib.parse import unquote, urlsplit
 
 import nh3
+
+from bridge.core.normalize import normalize_message_id
 
 _TAGS = set(nh3.ALLOWED_TAGS) - {"area", "map"}
 _ATTRIBUTES: dict[str, set[str]] = {
     **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
     "td": {"colspan", "rowspan", "align", "valign"},
     "th": {"colspan", "rowspan", "align", "valign"},
-    "font": set(),
 }
-_DROP_CONTENT = {"script", "style", "title", "head", "svg", "math", "form", "template"}
-_URL_SCHEMES = {"http", "https", "mailto", "cid", "tel"}
+# Tags whose content goes too: it is code, or fallback shown only where
+# the tag itself would have run.
+_DROP_CONTENT = {
+    "script", "style", "title", "head", "svg", "math", "form", "template", "noscript",
+    "iframe", "object", "applet", "noembed", "noframes", "frameset", "video", "audio",
+}  # fmt: skip
+_URL_SCHEMES = {"http", "https", "mailto", "cid"}
 _LINK_REL = "noopener noreferrer nofollow"
+REMOTE_SRC = "data-remote-src"
+
+
+def _cleaner(attributes: dict[str, set[str]]) -> nh3.Cleaner:
+    return nh3.Cleaner(
+        tags=_TAGS,
+        clean_content_tags=_DROP_CONTENT,
+        attributes=attributes,
+        url_schemes=_URL_SCHEMES,
+        link_rel=_LINK_REL,
+        strip_comments=True,
+        # Relative and scheme-relative URLs ("/logout", "//host/p.gif") would
+        # reach this server or another one without saying so.
+        url_relative="deny",
+    )
+
+
+_STORE_CLEANER = _cleaner(_ATTRIBUTES)
+# The page pass keeps the mark the stored pass left on deferred images.
+_PAGE_CLEANER = _cleaner({**_ATTRIBUTES, "img": _ATTRIBUTES["img"] | {REMOTE_SRC}})
 
 _MAX_DEPTH = 1000
 _TAG = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9]{0,20})")
@@ -34,11 +78,26 @@ _FLAT = {
 # nh3 re-serialises its output: every attribute value is double-quoted with
 # '"' escaped, so these patterns see whole tags and whole values.
 _IMG_TAG = re.compile(r'<img\b(?:\s+[^\s=>"/]+(?:="[^"]*")?)*\s*/?>')
-_REMOTE_SRC = re.compile(r'\ssrc="(?=https?:)', re.IGNORECASE)
+_IMG_SRC = re.compile(r'\ssrc="([^"]*)"')
+_IMG_REMOTE = re.compile(r'\sdata-remote-src="([^"]*)"')
+_HTTP = re.compile(r"https?://[^\s]", re.IGNORECASE)
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?")
+_IPV6 = re.compile(r"[0-9a-f:.]{2,45}")
 
 
-def _hide_remote(match: re.Match[str]) -> str:
-    return _REMOTE_SRC.sub(' data-remote-src="', match.group(0))
+def _defer_src(match: re.Match[str]) -> str:
+    """An image's address moves out of `src` (only `cid:` stays: no fetch);
+    one that names no plain http(s) origin is dropped."""
+
+    def move(src: re.Match[str]) -> str:
+        value = unescape(src.group(1)).strip()
+        if value[:4].lower() == "cid:":
+            return src.group(0)
+        if _origin(value) is None:
+            return ""
+        return f' {REMOTE_SRC}="{src.group(1).strip()}"'
+
+    return _IMG_SRC.sub(move, match.group(0))
 
 
 def _too_deep(html: str) -> bool:
@@ -60,28 +119,94 @@ def _too_deep(html: str) -> bool:
     return False
 
 
-def sanitize_html(html: str) -> str:
-    """Safe HTML for the viewer.
-
-    No script, event handlers, javascript: URLs, style/svg vectors or forms;
-    remote images keep their URL in `data-remote-src` so nothing is fetched
-    until the reader asks; links get rel="noopener noreferrer nofollow".
-    """
+def _clean(html: str, cleaner: nh3.Cleaner) -> str:
     if _too_deep(html):
         # Degrade to the text, escaped: safe and still readable.
         return "<pre>" + escape(html_to_text(html)) + "</pre>"
-    cleaned = nh3.clean(
-        html,
-        tags=_TAGS,
-        clean_content_tags=_DROP_CONTENT,
-        attributes=_ATTRIBUTES,
-        url_schemes=_URL_SCHEMES,
-        link_rel=_LINK_REL,
-        strip_comments=True,
-    )
+    cleaned = cleaner.clean(html)
     if "<img" in cleaned:
-        cleaned = _IMG_TAG.sub(_hide_remote, cleaned)
+        cleaned = _IMG_TAG.sub(_defer_src, cleaned)
     return cleaned
+
+
+def sanitize_html(html: str) -> str:
+    """Safe HTML to store: see the module docstring for what is kept."""
+    return _clean(html, _STORE_CLEANER)
+
+
+def page_html(
+    stored: str, inline_images: Mapping[str, str] | None = None, remote_images: bool = False
+) -> str:
+    """The HTML a page shows for a stored body.
+
+    `inline_images` maps a part's Content-ID (as the store keeps it) to the
+    site-relative URL that serves it (`/a/<pk>/<position>`); a `cid:`
+    image without one loses its `src` and shows its alt text. With
+    `remote_images`, images whose deferred address is http(s) get it back
+    as `src` (the page must then allow their origins: `remote_image_origins`).
+    """
+    cleaned = _clean(stored, _PAGE_CLEANER)
+    if "<img" not in cleaned:
+        return cleaned
+    inline = inline_images or {}
+
+    def fix(match: re.Match[str]) -> str:
+        tag = _IMG_SRC.sub(lambda src: _inline_src(src, inline), match.group(0))
+        return _IMG_REMOTE.sub(_restore_remote if remote_images else _check_remote, tag)
+
+    return _IMG_TAG.sub(fix, cleaned)
+
+
+def _inline_src(src: re.Match[str], inline: Mapping[str, str]) -> str:
+    value = unescape(src.group(1)).strip()
+    if value[:4].lower() != "cid:":
+        return src.group(0)
+    content_id = normalize_message_id(unquote(value[4:]))
+    url = inline.get(content_id or "", "")
+    # Only this site's own paths: a page never points an image elsewhere.
+    if url.startswith("/") and not url.startswith("//"):
+        return f' src="{escape(url)}"'
+    return ""
+
+
+def _check_remote(match: re.Match[str]) -> str:
+    return match.group(0) if _origin(unescape(match.group(1))) else ""
+
+
+def _restore_remote(match: re.Match[str]) -> str:
+    if _origin(unescape(match.group(1))) is None:
+        return ""
+    return f' src="{match.group(1)}"'
+
+
+def has_remote_images(html: str) -> bool:
+    """Whether a stored or page body holds images that wait for the reader."""
+    return f'{REMOTE_SRC}="' in html
+
+
+def remote_image_origins(html: str) -> list[str]:
+    """The origins (`https://host:port`) of the deferred images, sorted, each
+    safe to write into a Content-Security-Policy source list."""
+    found = (_origin(unescape(match.group(1))) for match in _IMG_REMOTE.finditer(html))
+    return sorted({origin for origin in found if origin})
+
+
+def _origin(url: str) -> str | None:
+    """`scheme://host[:port]` of an http(s) URL whose host is a plain name or
+    address, else None (such an image stays deferred)."""
+    url = url.strip()
+    if not _HTTP.match(url):
+        return None
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if host and ":" in host and _IPV6.fullmatch(host):
+        host = f"[{host}]"
+    elif not host or not _HOST.fullmatch(host):
+        return None
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port else "")
 
 
 _BLOCKS = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import email
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 
 from bridge.core.header_fields import address_list, parse_date, parse_thread_index
@@ -159,6 +159,8 @@ class _Body:
     attachments: list[Attachment]
     defects: list[str]
     bounce: bool = False
+    # The MIME part behind each attachment, in the same order: downloads use it.
+    parts: list[Message] = field(default_factory=list)
 
 
 def _forward_attachment(part: Message) -> Attachment:
@@ -215,6 +217,7 @@ def _walk(msg: Message, limits: ParseLimits) -> _Body:
         if part.is_multipart():
             if part.get_content_maintype() == "message":
                 body.attachments.append(_forward_attachment(part))
+                body.parts.append(part)
                 continue
             children = part.get_payload()
             if isinstance(children, list):
@@ -238,6 +241,7 @@ def _walk(msg: Message, limits: ParseLimits) -> _Body:
             continue
         if ctype.startswith("message/"):
             body.attachments.append(_forward_attachment(part))
+            body.parts.append(part)
             continue
         body.attachments.append(
             Attachment(
@@ -248,7 +252,29 @@ def _walk(msg: Message, limits: ParseLimits) -> _Body:
                 inline=disposition == "inline" or (disposition is None and "content-id" in part),
             )
         )
+        body.parts.append(part)
     return body
+
+
+def attachment_parts(data: bytes, limits: ParseLimits = ParseLimits()) -> list[Message]:
+    """The MIME parts behind `parse_message(data).attachments`, in the same order.
+
+    Attachments are served from the raw message (there is no second blob
+    store), so the part at a stored position must be found exactly as the
+    parse numbered it: the same pre-scan, parser and walk.
+    """
+    data, _ = _prescan(data, limits)
+    return _walk(email.message_from_bytes(data), limits).parts
+
+
+def attachment_data(part: Message) -> bytes:
+    """An attachment's bytes: decoded content, or a forwarded message as it was sent."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        inner = payload[0] if payload and isinstance(payload[0], Message) else None
+        return inner.as_bytes() if inner is not None else b""
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
 
 
 def _first(headers: list[tuple[str, str]], name: str) -> str | None:

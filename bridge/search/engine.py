@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from bridge.core.access import Viewer
 from bridge.core.query import Query, fold, parse_query
 from bridge.core.snippets import highlight
 from bridge.search.sql import Candidate, typed_sql
+from bridge.store.access_sql import viewer_clause
 from bridge.store.blobs import unpack_body_with_raw
 
 CANDIDATES = 500
@@ -65,14 +66,16 @@ def search(
     limit: int = 20,
     offset: int = 0,
     now: datetime | None = None,
-    visible: Callable[[str, dict[str, Any]], None] | None = None,
+    viewer: Viewer | None = None,
     mark: tuple[str, str] = ("<mark>", "</mark>"),
     escape: bool = True,
 ) -> SearchResults:
     """Threads matching `query_text`, best first.
 
     `now` anchors the recency factor (default: the newest message matched,
-    so results do not drift with the clock in tests).
+    so results do not drift with the clock in tests). With a `viewer`, only
+    the messages they may see are matched, ranked and counted (None: all,
+    for the command line).
     """
     query = parse_query(query_text)
     if session.get_bind().dialect.name == "sqlite":
@@ -80,6 +83,11 @@ def search(
     else:
         from bridge.search import postgres as backend  # type: ignore[no-redef]
     where, params = _filters(session, query)
+    seen_params: dict[str, Any] = {}
+    seen = viewer_clause(session, viewer, seen_params) if viewer is not None else ""
+    # Before the backends cut and rank: the reader's matches, all of them.
+    where += seen
+    params.update(seen_params)
     found = backend.text_candidates(session, query, where, params, CANDIDATES)
     text_query = found is not None
     if found is None:
@@ -100,6 +108,10 @@ def search(
         else:
             counts.update(_filter_counts(session, where, params, threads))
     hits = _hits(session, page, counts, query, mark, escape)
+    if viewer is not None and hits:
+        # A thread's size as the reader sees it: hidden messages are not counted.
+        sizes = _filter_counts(session, seen, seen_params, [h.thread_id for h in hits])
+        hits = [replace(h, thread_messages=sizes.get(h.thread_id, 0)) for h in hits]
     return SearchResults(query_text, hits, len(ordered), query.hints, capped)
 
 
@@ -161,6 +173,8 @@ def _filters(session: Session, query: Query) -> tuple[str, dict[str, Any]]:
     if query.after is not None:
         params["after"] = datetime.combine(query.after, time.min, tzinfo=UTC)
         clauses.append("m.sort_date >= :after")
+    for i, flag in enumerate(query.is_flags):
+        clauses.append(_is_clause(flag.strip().lower(), params, f"is{i}"))
     for i, space in enumerate(query.spaces):
         name = f"space{i}"
         params[name] = space
@@ -170,6 +184,18 @@ def _filters(session: Session, query: Query) -> tuple[str, dict[str, Any]]:
 
 
 _ESCAPE = "ESCAPE '\\'"
+
+
+def _is_clause(flag: str, params: dict[str, Any], name: str) -> str:
+    """`is:reply`, `is:private`, or any stored message flag (`is:auto-reply`, `is:bounce`)."""
+    if flag == "reply":
+        return "m.is_reply"
+    if flag == "private":
+        return "(m.private OR m.thread_id IN (SELECT t.id FROM threads t WHERE t.private))"
+    params[name] = f"%,{_like_escape(flag)},%"
+    return f"(',' || m.flags || ',') LIKE :{name} {_ESCAPE}"
+
+
 _PERSON_MATCH = f"(p.address LIKE :{{n}} {_ESCAPE} OR lower(p.name) LIKE :{{n}} {_ESCAPE})"
 # Up to this many people matching `from:` etc. are inlined as ids, read once.
 MAX_INLINE_PEOPLE = 500

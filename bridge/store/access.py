@@ -2,8 +2,8 @@
 
 `visible_thread_ids` is one SQL statement (no per-thread round trips): the
 threads the viewer was party to, found through the indexes on
-`messages.sender_id` and `recipients.person_id` plus one pass over the
-deliveries' envelope recipients, or threads in a space they may read that
+`messages.sender_id`, `recipients.person_id` and
+`envelope_recipients.person_id`, or threads in a space they may read that
 are not private.
 """
 
@@ -25,39 +25,71 @@ def _chunks(ids: list[int]) -> list[list[int]]:
     return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
-def _party_thread_ids(session: Session, address: str) -> CompoundSelect[Any] | None:
-    """The ids of threads `address` was party to, as a subquery (None: never party)."""
-    person = session.execute(select(Person.id).where(Person.address == address)).scalar()
-    if person is None:
+def _person_id(session: Session, address: str) -> int | None:
+    if not address:
         return None
-    return (
+    found = session.execute(select(Person.id).where(Person.address == address)).scalar()
+    return None if found is None else int(found)
+
+
+def _party_thread_ids(
+    session: Session, person: int, within: list[int] | None = None
+) -> CompoundSelect[Any]:
+    """Threads `person` is party to, as a subquery: the whole thread is theirs to read.
+
+    They received one of its messages from someone else (To, Cc, Bcc or an
+    envelope recipient), or they started it (they sent a message that hangs
+    under no stored message). Writing a reply is not enough: a stranger who
+    names a known Message-ID in References is threaded in, but sees only
+    what they were party to themselves (`_writer_thread_ids`).
+    """
+    received_from_others = or_(Message.sender_id.is_(None), Message.sender_id != person)
+    parts = [
         select(Message.thread_id)
-        .where(Message.sender_id == person)
-        .union(
-            select(Message.thread_id)
-            .join(Recipient, Recipient.message_pk == Message.id)
-            .where(Recipient.person_id == person),
-            select(Message.thread_id)
-            .join(EnvelopeRecipient, EnvelopeRecipient.message_pk == Message.id)
-            .where(EnvelopeRecipient.person_id == person),
-        )
-    )
+        .join(Recipient, Recipient.message_pk == Message.id)
+        .where(Recipient.person_id == person, received_from_others),
+        select(Message.thread_id)
+        .join(EnvelopeRecipient, EnvelopeRecipient.message_pk == Message.id)
+        .where(EnvelopeRecipient.person_id == person, received_from_others),
+        select(Message.thread_id).where(Message.sender_id == person, Message.parent_id.is_(None)),
+    ]
+    if within is not None:
+        parts = [part.where(Message.thread_id.in_(within)) for part in parts]
+    return parts[0].union(*parts[1:])
 
 
-def party_thread_ids(session: Session, viewer: Viewer) -> set[int]:
-    """The threads the viewer was party to (sender, To/Cc/Bcc or envelope recipient)."""
-    address = normalize_address(viewer.address)
-    party = _party_thread_ids(session, address) if address else None
-    return set() if party is None else set(session.execute(party).scalars())
+def _writer_thread_ids(session: Session, person: int, within: list[int] | None = None) -> Any:
+    """Threads holding a message `person` wrote: they see that much of it, at least."""
+    query = select(Message.thread_id).where(Message.sender_id == person)
+    return query if within is None else query.where(Message.thread_id.in_(within))
 
 
-def visible_condition(session: Session, viewer: Viewer) -> ColumnElement[bool]:
-    """The rule as a WHERE clause on `threads`: listings page and count in SQL with it."""
-    address = normalize_address(viewer.address)
-    party = _party_thread_ids(session, address) if address else None
+def party_thread_ids(session: Session, viewer: Viewer, within: list[int] | None = None) -> set[int]:
+    """The threads the viewer is party to, among `within` (all when None): theirs to read whole."""
+    person = _person_id(session, normalize_address(viewer.address))
+    if person is None:
+        return set()
+    if within is None:
+        return set(session.execute(_party_thread_ids(session, person)).scalars())
+    found: set[int] = set()
+    for part in _chunks(sorted(set(within))):
+        found.update(session.execute(_party_thread_ids(session, person, part)).scalars())
+    return found
+
+
+def visible_condition(
+    session: Session, viewer: Viewer, within: list[int] | None = None
+) -> ColumnElement[bool]:
+    """The rule as a WHERE clause on `threads`: listings page and count in SQL with it.
+
+    `within` narrows the party subqueries to those threads (one thread's page
+    must not evaluate every thread the reader ever wrote in).
+    """
+    person = _person_id(session, normalize_address(viewer.address))
     conditions: list[ColumnElement[bool]] = []
-    if party is not None:
-        conditions.append(Thread.id.in_(party))
+    if person is not None:
+        conditions.append(Thread.id.in_(_party_thread_ids(session, person, within)))
+        conditions.append(Thread.id.in_(_writer_thread_ids(session, person, within)))
     if viewer.spaces:
         conditions.append(Thread.space.in_(sorted(viewer.spaces)) & Thread.private.is_(False))
     return or_(*conditions) if conditions else false()
@@ -67,11 +99,12 @@ def visible_thread_ids(
     session: Session, viewer: Viewer, candidates: list[int] | None = None
 ) -> set[int]:
     """The threads `viewer` may see, among `candidates` (all threads when None)."""
-    where = visible_condition(session, viewer)
     if candidates is None:
+        where = visible_condition(session, viewer)
         return set(session.execute(select(Thread.id).where(where)).scalars())
     seen: set[int] = set()
     for part in _chunks(sorted(set(candidates))):
+        where = visible_condition(session, viewer, part)
         seen.update(session.execute(select(Thread.id).where(Thread.id.in_(part), where)).scalars())
     return seen
 
@@ -127,10 +160,17 @@ def visible_messages(session: Session, viewer: Viewer, thread_id: int) -> list[M
         ).scalars()
     )
     parties = _message_parties(session, [m.id for m in messages])
+    party = thread_id in party_thread_ids(session, viewer, [thread_id])
     return [
         m
         for m in messages
         if may_see_message(
-            viewer, parties.get(m.id, set()), m.space, m.private, thread.space, thread.private
+            viewer,
+            parties.get(m.id, set()),
+            m.space,
+            m.private,
+            thread.space,
+            thread.private,
+            thread_party=party,
         )
     ]

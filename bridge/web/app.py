@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from sqlalchemy import text
 from bridge.config import Config
 from bridge.signing import Signer
 from bridge.store.runner import StoreRunner
-from bridge.web import admin, api, auth, unsubscribe, views
-from bridge.web.keys import CONFIG, SIGNER, STORE
+from bridge.web import admin, api, auth, feeds, unsubscribe, views
+from bridge.web.keys import CLOCK, CONFIG, SIGNER, STORE
 from bridge.web.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.web.middleware import errors, security_headers
 
@@ -52,6 +53,7 @@ def make_app(
     app[CONFIG] = config or (lambda: default)
     # Without a kept key (tests), sign-ins last as long as the process.
     app[SIGNER] = signer or Signer(secrets.token_bytes(32))
+    app[CLOCK] = lambda: datetime.now(UTC)
     app.on_response_prepare.append(security_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
@@ -61,6 +63,7 @@ def make_app(
     api.add_routes(app)
     admin.add_routes(app)
     unsubscribe.add_routes(app)
+    feeds.add_routes(app)
     return app
 
 

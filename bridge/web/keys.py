@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ from bridge.store.runner import StoreRunner
 STORE: web.AppKey[StoreRunner] = web.AppKey("store", StoreRunner)
 CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
 SIGNER: web.AppKey[Signer] = web.AppKey("signer", Signer)
+# The current time (aware, UTC): tests move it to expire links and sessions.
+CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 
 # Set on every request by the session middleware (bridge.web.auth):
 # the signed-in reader (None when signed out) and their own settings.
@@ -51,3 +54,7 @@ def config_of(request: web.Request) -> Config:
 
 def signer_of(request: web.Request) -> Signer:
     return request.app[SIGNER]
+
+
+def now_of(request: web.Request) -> datetime:
+    return request.app[CLOCK]()

@@ -1,9 +1,171 @@
-"""(being written)"""
+"""The reading pages: home, spaces, people and search (threads and downloads are beside).
+
+Handlers are thin: read the request, ask `bridge.store.browse` (or the
+search engine) through the store runner, render. Everything they show is
+already cut to what the reader may see; something hidden answers the same
+404 as something missing.
+"""
 
 from __future__ import annotations
 
+import math
+from datetime import date, datetime, time
+from typing import Any
+
 from aiohttp import web
+
+from bridge.core.query import parse_query
+from bridge.search import search
+from bridge.store import browse
+from bridge.web import downloads, thread_page
+from bridge.web.context import render, require_viewer, timezone
+from bridge.web.keys import config_of, store_of
+
+PAGE_SIZE = 30
+SEARCH_PAGE_SIZE = 20
+MAX_PAGE = 10_000  # deeper pages are refused (400) rather than scanned
 
 
 def add_routes(app: web.Application) -> None:
-    """Nothing yet."""
+    app.router.add_get("/", home)
+    app.router.add_get("/s/{slug}", space)
+    app.router.add_get("/p/{address}", person)
+    app.router.add_get("/search", search_page)
+    thread_page.add_routes(app)
+    downloads.add_routes(app)
+
+
+def page_number(request: web.Request) -> int:
+    """`?page=` (1 when absent); anything but a sensible positive integer is a 400."""
+    raw = request.query.get("page", "1").strip() or "1"
+    if not raw.isdigit() or len(raw) > 6:
+        raise web.HTTPBadRequest(text="page must be a positive whole number")
+    number = int(raw)
+    if not 1 <= number <= MAX_PAGE:
+        raise web.HTTPBadRequest(text="page must be a positive whole number")
+    return number
+
+
+def _day(request: web.Request, name: str) -> date | None:
+    raw = request.query.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=f"{name} must be a date written YYYY-MM-DD") from None
+
+
+def _day_start(request: web.Request, day: date | None) -> datetime | None:
+    """Midnight of `day` in the reader's zone: filters follow the dates they see."""
+    return datetime.combine(day, time.min, tzinfo=timezone(request)) if day else None
+
+
+def pages(total: int, page: int, size: int) -> dict[str, int]:
+    return {"page": page, "pages": max(1, math.ceil(total / size)), "total": total}
+
+
+async def home(request: web.Request) -> web.Response:
+    viewer = require_viewer(request)
+    rows, total = await store_of(request).read(
+        lambda s: browse.thread_summaries(s, viewer, limit=PAGE_SIZE)
+    )
+    spaces = [sp for sp in config_of(request).spaces if sp.slug in viewer.spaces]
+    return render(request, "home.html", {"threads": rows, "total": total, "spaces": spaces})
+
+
+async def space(request: web.Request) -> web.Response:
+    viewer = require_viewer(request)
+    slug = request.match_info["slug"]
+    found = next((sp for sp in config_of(request).spaces if sp.slug == slug), None)
+    if found is None or slug not in viewer.spaces:
+        raise web.HTTPNotFound()
+    page = page_number(request)
+    sender = request.query.get("from", "").strip()[:320]
+    attachment = request.query.get("attachment", "") in ("1", "on", "yes", "true")
+    after, before = _day(request, "after"), _day(request, "before")
+    rows, total = await store_of(request).read(
+        lambda s: browse.thread_summaries(
+            s,
+            viewer,
+            space=slug,
+            participant=sender or None,
+            has_attachment=True if attachment else None,
+            after=_day_start(request, after),
+            before=_day_start(request, before),
+            limit=PAGE_SIZE,
+            offset=(page - 1) * PAGE_SIZE,
+        )
+    )
+    filters: dict[str, Any] = {
+        "from": sender,
+        "attachment": attachment,
+        "after": after.isoformat() if after else "",
+        "before": before.isoformat() if before else "",
+    }
+    return render(
+        request,
+        "space.html",
+        {
+            "space": found,
+            "threads": rows,
+            "filters": filters,
+            "pager": pages(total, page, PAGE_SIZE),
+            "pager_query": {k: ("1" if v is True else v) for k, v in filters.items() if v},
+        },
+    )
+
+
+async def person(request: web.Request) -> web.Response:
+    viewer = require_viewer(request)
+    address = request.match_info["address"].strip().lower()[:320]
+    page = page_number(request)
+
+    def read(s: Any) -> tuple[browse.PersonRef | None, list[browse.ThreadSummary], int]:
+        found = browse.find_person(s, address)
+        if found is None:
+            return None, [], 0
+        rows, total = browse.thread_summaries(
+            s, viewer, person=address, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
+        )
+        return found, rows, total
+
+    found, rows, total = await store_of(request).read(read)
+    # Someone the reader shares no thread with is not theirs to learn about.
+    if found is None or total == 0:
+        raise web.HTTPNotFound()
+    return render(
+        request,
+        "person.html",
+        {"person": found, "threads": rows, "pager": pages(total, page, PAGE_SIZE)},
+    )
+
+
+async def search_page(request: web.Request) -> web.Response:
+    viewer = require_viewer(request)
+    text = request.query.get("q", "")[:1000]
+    page = page_number(request)
+    results = None
+    if text.strip():
+        results = await store_of(request).read(
+            lambda s: search(
+                s,
+                text,
+                limit=SEARCH_PAGE_SIZE,
+                offset=(page - 1) * SEARCH_PAGE_SIZE,
+                viewer=viewer,
+            )
+        )
+    hints = results.hints if results is not None else parse_query(text).hints
+    total = results.total_threads if results is not None else 0
+    return render(
+        request,
+        "search.html",
+        {
+            "query": text,
+            "results": results,
+            "hints": hints,
+            "pager": pages(total, page, SEARCH_PAGE_SIZE),
+            "pager_query": {"q": text},
+        },
+    )

@@ -1,0 +1,481 @@
+"""Viewer benchmark: `python bench/web.py STORE_DB [--duration 30] [--rate 200]`.
+
+Starts the real app (`bridge.web.app.make_app` over a StoreRunner on the
+given SQLite store) in a subprocess on a free loopback port, signs in the
+person who wrote in the most threads (on the R lists: some 4,000 threads),
+picks real threads of about 50 messages and real search queries, then:
+
+1. paced load: wrk (Debian's, no `-R`: bench/web.lua paces each connection
+   with `delay()`) sends thread and search pages at about RATE req/s for
+   DURATION seconds, while a probe process of our own (asyncio + aiohttp,
+   open loop: requests are sent on schedule, not after the previous answer)
+   times thread and search pages apart at a few req/s. Reported: the rate
+   reached, wrk's latency percentiles, the probe's p50/p95 per page kind,
+   errors (non-2xx, socket errors, timeouts);
+2. service time: each page alone, one request at a time (no other load);
+3. capacity: wrk unpaced for a few seconds per page kind (requests/s);
+4. page weight: a thread page's HTML less its message texts (the new text,
+   quoted history and signature of each message as the API returns them,
+   HTML-escaped, subtracted where found in the page), plus style.css and
+   app.js.
+
+Prints the figures as one JSON line at the end. The reader's session is a
+real row written to the store (`web_sessions`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from markupsafe import escape
+
+HERE = Path(__file__).parent
+LUA = HERE / "web.lua"
+SEARCHES = (
+    "memory leak",
+    "package check",
+    '"R CMD check"',
+    "segfault",
+    "vignette",
+    "namespace imports",
+    "from:ripley windows",
+    "CRAN submission",
+    "gas contract",
+    "has:attachment build",
+    "bioconductor",
+    "unicode encoding",
+)
+THREAD_SIZE = 50
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------- the server
+
+
+def serve(db: str, port: int) -> None:
+    """The app as the daemon runs it, on `port` (run in a subprocess)."""
+    from aiohttp import web
+
+    from bridge.config import parse_config
+    from bridge.signing import Signer
+    from bridge.store.db import make_engine
+    from bridge.store.runner import StoreRunner
+    from bridge.web.app import make_app
+    from bridge.web.metrics import Metrics
+
+    config = parse_config({"web": {"cookie_secure": False}}, "bench.toml")
+    store = StoreRunner(make_engine(db))
+    signer = Signer(bytes.fromhex(os.environ["BENCH_KEY"]))
+    app = make_app(store, Metrics(), dict, config=lambda: config, signer=signer)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# ------------------------------------------------------------ choosing work
+
+
+def prepare(db: str, key: bytes) -> dict[str, Any]:
+    """The reader, a session cookie, thread ids near 50 messages, and the chosen URLs."""
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from bridge.core.access import Viewer
+    from bridge.signing import Signer
+    from bridge.store.access import visible_thread_ids
+    from bridge.store.db import make_engine
+    from bridge.store.migrate import upgrade
+    from bridge.web.auth_store import create_session
+
+    engine = make_engine(db)
+    upgrade(engine)  # as the daemon does on start
+    with Session(engine) as session:
+        # The person who wrote in the most threads: a heavy, real reader.
+        reader = session.execute(
+            text(
+                "SELECT p.address FROM messages m JOIN people p ON p.id = m.sender_id "
+                "GROUP BY p.address ORDER BY count(DISTINCT m.thread_id) DESC LIMIT 1"
+            )
+        ).scalar_one()
+        visible = visible_thread_ids(session, Viewer(reader, False, frozenset()))
+        sized = session.execute(
+            text(
+                "SELECT id, message_count FROM threads WHERE message_count BETWEEN 30 AND 80 "
+                "ORDER BY abs(message_count - :n), id"
+            ),
+            {"n": THREAD_SIZE},
+        ).all()
+        threads = [(tid, count) for tid, count in sized if tid in visible][:20]
+        counts = session.execute(text("SELECT count(*) FROM messages")).scalar_one()
+    with Session(engine) as session, session.begin():
+        raw_id = create_session(session, reader, "link", datetime.now(UTC), 1)
+    engine.dispose()
+    cookie = Signer(key).sign("session", raw_id)
+    return {
+        "reader": reader,
+        "visible_threads": len(visible),
+        "messages": counts,
+        "threads": threads,
+        "cookie": cookie,
+    }
+
+
+# ------------------------------------------------------------------ probing
+
+
+async def probe(base: str, cookie: str, paths: dict[str, list[str]], rate: float, seconds: float):
+    """Open-loop: each request leaves on its schedule; latencies per kind, errors."""
+    import aiohttp
+
+    kinds = list(paths)
+    latencies: dict[str, list[float]] = {k: [] for k in kinds}
+    errors: dict[str, int] = {k: 0 for k in kinds}
+    statuses: dict[str, int] = {}
+    headers = {"Cookie": f"bridge_session={cookie}"}
+    connector = aiohttp.TCPConnector(limit=0)
+
+    async with aiohttp.ClientSession(base, headers=headers, connector=connector) as client:
+
+        async def one(kind: str, path: str) -> None:
+            started = time.perf_counter()
+            try:
+                async with client.get(path, allow_redirects=False) as response:
+                    await response.read()
+                    elapsed = time.perf_counter() - started
+                    if response.status != 200:
+                        errors[kind] += 1
+                        statuses[str(response.status)] = statuses.get(str(response.status), 0) + 1
+                    else:
+                        latencies[kind].append(elapsed)
+            except (aiohttp.ClientError, TimeoutError):
+                errors[kind] += 1
+
+        tasks = []
+        start = time.perf_counter()
+        i = 0
+        while (due := i / rate) < seconds:
+            wait = start + due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            kind = kinds[i % len(kinds)]
+            path = paths[kind][(i // len(kinds)) % len(paths[kind])]
+            tasks.append(asyncio.create_task(one(kind, path)))
+            i += 1
+        await asyncio.gather(*tasks)
+
+    def pct(values: list[float], q: int) -> float | None:
+        if len(values) < 2:
+            return None
+        return round(statistics.quantiles(values, n=100)[q - 1] * 1000, 2)
+
+    return {
+        kind: {
+            "requests": len(latencies[kind]) + errors[kind],
+            "p50_ms": pct(latencies[kind], 50),
+            "p95_ms": pct(latencies[kind], 95),
+            "errors": errors[kind],
+        }
+        for kind in kinds
+    } | {"statuses": statuses}
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    spec = json.loads(Path(args.probe).read_text())
+    result = asyncio.run(
+        probe(spec["base"], spec["cookie"], spec["paths"], spec["rate"], spec["seconds"])
+    )
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------- wrk
+
+
+def wrk(
+    base: str, paths: list[str], cookie: str, *, seconds: int, connections: int, delay_ms: int
+) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as listing:
+        listing.write("\n".join(paths) + "\n")
+    try:
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "5s",
+                "-s",
+                str(LUA),
+                base + "/",
+                "--",
+                listing.name,
+                cookie,
+                str(delay_ms),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(listing.name)
+    line = next(x for x in out.splitlines() if x.startswith("{"))
+    raw = json.loads(line)
+    errors = sum(raw[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return {
+        "requests": raw["requests"],
+        "rate": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "errors": errors,
+        "non_2xx": raw["status"],
+    }
+
+
+# -------------------------------------------------------------- page weight
+
+
+def page_weight(base: str, cookie: str, thread_id: int) -> dict[str, Any]:
+    """A thread page's own bytes: its HTML less the message texts found in it, CSS, JS."""
+    import urllib.request
+
+    def get(path: str) -> bytes:
+        request = urllib.request.Request(
+            base + path, headers={"Cookie": f"bridge_session={cookie}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return bytes(response.read())
+
+    page = get(f"/t/{thread_id}").decode()
+    thread = json.loads(get(f"/api/v1/threads/{thread_id}"))
+    found = content = missed = 0
+    for message in thread["messages"]:
+        for part in ("new_text", "quoted_text", "signature"):
+            value = message[part].strip()
+            if not value:
+                continue
+            # The pages escape with jinja2 (markupsafe); try the stdlib's forms too.
+            forms = (str(escape(value)), html.escape(value, quote=False), html.escape(value))
+            for form in forms:
+                if form in page:
+                    found += 1
+                    content += len(form.encode())
+                    break
+            else:
+                missed += 1
+    css = len(get("/static/style.css"))
+    js = len(get("/static/app.js"))
+    html_bytes = len(page.encode())
+    return {
+        "thread_id": thread_id,
+        "messages": len(thread["messages"]),
+        "html_bytes": html_bytes,
+        "message_text_bytes": content,
+        "texts_found": found,
+        "texts_not_found": missed,
+        "css_bytes": css,
+        "js_bytes": js,
+        "without_content_bytes": html_bytes - content + css + js,
+    }
+
+
+# -------------------------------------------------------------------- main
+
+
+def wait_up(base: str, server: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("the server exited")
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the server did not start")
+
+
+def warm(base: str, cookie: str, paths: list[str]) -> dict[str, int]:
+    """Every URL once (also checks they answer 200); returns statuses seen."""
+    import urllib.error
+    import urllib.request
+
+    seen: dict[str, int] = {}
+    for path in paths:
+        request = urllib.request.Request(
+            base + path, headers={"Cookie": f"bridge_session={cookie}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        seen[str(status)] = seen.get(str(status), 0) + 1
+    return seen
+
+
+def solo(base: str, cookie: str, paths: list[str], rounds: int = 3) -> dict[str, Any]:
+    """Latency with no other load: each URL `rounds` times, one request at a time."""
+    import urllib.request
+
+    times = []
+    for _ in range(rounds):
+        for path in paths:
+            request = urllib.request.Request(
+                base + path, headers={"Cookie": f"bridge_session={cookie}"}
+            )
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=60) as response:
+                response.read()
+            times.append(time.perf_counter() - started)
+    cuts = statistics.quantiles(times, n=100)
+    return {
+        "requests": len(times),
+        "p50_ms": round(cuts[49] * 1000, 2),
+        "p95_ms": round(cuts[94] * 1000, 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("db", nargs="?")
+    parser.add_argument("--duration", type=int, default=30)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--probe-rate", type=float, default=10.0)
+    parser.add_argument("--capacity-seconds", type=int, default=10)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port)
+        return 0
+    if args.probe:
+        run_probe(args)
+        return 0
+    if not args.db or not Path(args.db).exists():
+        parser.error("STORE_DB: an existing SQLite store")
+
+    key = secrets.token_bytes(32)
+    chosen = prepare(args.db, key)
+    if not chosen["threads"]:
+        raise SystemExit("no thread of 30-80 messages is visible to the reader")
+    cookie = chosen["cookie"]
+    thread_paths = [f"/t/{tid}" for tid, _ in chosen["threads"]]
+    search_paths = [f"/search?q={quote(q)}" for q in SEARCHES]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = os.environ | {"BENCH_KEY": key.hex()}
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", args.db, "--port", str(port)], env=env
+    )
+    try:
+        wait_up(base, server)
+        statuses = warm(base, cookie, thread_paths + search_paths)
+        print(f"reader {chosen['reader']}: {chosen['visible_threads']} threads; warm-up {statuses}")
+        unloaded = {
+            "thread": solo(base, cookie, thread_paths),
+            "search": solo(base, cookie, search_paths),
+        }
+        probe_rate = args.probe_rate
+        # Each paced connection waits `delay` between answers: C / (delay + latency) ≈ rate.
+        paced = max(1.0, args.rate - probe_rate)
+        delay_ms = max(0, int(args.connections * 1000 / paced) - 5)
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
+            json.dump(
+                {
+                    "base": base,
+                    "cookie": cookie,
+                    "paths": {"thread": thread_paths, "search": search_paths},
+                    "rate": probe_rate,
+                    "seconds": args.duration,
+                },
+                spec,
+            )
+        prober = subprocess.Popen(
+            [sys.executable, __file__, "--probe", spec.name], stdout=subprocess.PIPE, text=True
+        )
+        mixed = [p for pair in zip(thread_paths, search_paths * 2, strict=False) for p in pair]
+        load = wrk(
+            base,
+            mixed,
+            cookie,
+            seconds=args.duration,
+            connections=args.connections,
+            delay_ms=delay_ms,
+        )
+        probe_out, _ = prober.communicate(timeout=args.duration + 120)
+        os.unlink(spec.name)
+        probed = json.loads(probe_out.strip().splitlines()[-1])
+        capacity = {
+            kind: wrk(
+                base,
+                paths,
+                cookie,
+                seconds=args.capacity_seconds,
+                connections=8,
+                delay_ms=0,
+            )
+            for kind, paths in (("thread", thread_paths), ("search", search_paths))
+        }
+        weight = page_weight(base, cookie, chosen["threads"][0][0])
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    figures = {
+        "store_messages": chosen["messages"],
+        "reader": chosen["reader"],
+        "reader_threads": chosen["visible_threads"],
+        "thread_sizes": [count for _, count in chosen["threads"]],
+        "searches": list(SEARCHES),
+        "cores": os.cpu_count(),
+        "paced": {
+            "target_rate": args.rate,
+            "wrk": load,
+            "probe": probed,
+            "total_rate": round(load["rate"] + probe_rate, 1),
+        },
+        "unloaded": unloaded,
+        "capacity": capacity,
+        "page_weight": weight,
+    }
+    for kind in ("thread", "search"):
+        p, u = probed[kind], unloaded[kind]
+        print(
+            f"{kind:7s} under load p50 {p['p50_ms']} ms  p95 {p['p95_ms']} ms  errors "
+            f"{p['errors']}; alone p50 {u['p50_ms']} ms  p95 {u['p95_ms']} ms"
+        )
+    print(f"paced   {figures['paced']['total_rate']} req/s, wrk p50 {load['p50_ms']} ms")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

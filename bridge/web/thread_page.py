@@ -1,0 +1,103 @@
+"""The thread page and message permalinks.
+
+`/t/<id>` shows the reply tree (or `?view=flat`, by date); a merged
+thread's old id redirects for good to the thread it joined. Message HTML
+is prepared for the page by `bridge.core.html.page_html`: remote images
+stay deferred unless the reader asked (`?images=1`), and then the page's
+CSP admits exactly their origins, for that answer only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from aiohttp import web
+from markupsafe import Markup
+
+from bridge.core.html import has_remote_images, page_html, remote_image_origins
+from bridge.store import browse
+from bridge.web.context import render, require_viewer
+from bridge.web.keys import CSP_IMG, store_of
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(r"/t/{thread_id:\d{1,12}}", thread)
+    app.router.add_get("/m/{message_id:.+}", message_link)
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """A message as the page shows it: its stored fields and its HTML made ready."""
+
+    message: browse.MessageDetail
+    html: Markup | None
+    remote_images: bool
+
+
+def _prepare(
+    detail: browse.ThreadDetail, remote: bool
+) -> tuple[list[browse.MessageDetail], dict[int, Shown], set[str]]:
+    shown: dict[int, Shown] = {}
+    origins: set[str] = set()
+    for m in detail.messages:
+        if m.html is None:
+            shown[m.pk] = Shown(m, None, False)
+            continue
+        inline = {a.content_id: f"/a/{m.pk}/{a.position}" for a in m.attachments if a.content_id}
+        waiting = has_remote_images(m.html)
+        html = page_html(m.html, inline, remote_images=remote)
+        if remote:
+            origins.update(remote_image_origins(m.html))
+        # page_html's output is sanitised HTML (nh3 allow-list): it is markup, not text.
+        shown[m.pk] = Shown(m, Markup(html), waiting)
+    return list(detail.messages), shown, origins
+
+
+async def thread(request: web.Request) -> web.StreamResponse:
+    viewer = require_viewer(request)
+    asked = int(request.match_info["thread_id"])
+    current = await store_of(request).read(lambda s: browse.resolve_thread_id(s, asked))
+    if current is None:
+        raise web.HTTPNotFound()
+    if current != asked:
+        # Permanent: links to a merged thread must keep working, and bookmarks update.
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPPermanentRedirect(f"/t/{current}{query}")
+    detail = await store_of(request).read(lambda s: browse.thread_detail(s, viewer, current))
+    if detail is None:
+        raise web.HTTPNotFound()
+    flat = request.query.get("view") == "flat"
+    remote = request.query.get("images") == "1"
+    messages, shown, origins = _prepare(detail, remote)
+    if flat:
+        messages = detail.by_date()
+    if remote and origins:
+        request[CSP_IMG] = " ".join(sorted(origins))
+    return render(
+        request,
+        "thread.html",
+        {
+            "thread": detail,
+            "messages": messages,
+            "shown": shown,
+            "flat": flat,
+            "remote": remote,
+            "any_remote": any(s.remote_images for s in shown.values()),
+        },
+    )
+
+
+async def message_link(request: web.Request) -> web.StreamResponse:
+    """`/m/<message-id>` (with or without <>, percent-encoded or not) → its place in its thread."""
+    viewer = require_viewer(request)
+    wanted = request.match_info["message_id"]
+    if "%" in wanted:
+        wanted = unquote(wanted)
+    if not wanted.strip() or len(wanted) > 998:
+        raise web.HTTPNotFound()
+    found = await store_of(request).read(lambda s: browse.locate_message(s, viewer, wanted))
+    if found is None:
+        raise web.HTTPNotFound()
+    thread_id, pk = found
+    raise web.HTTPSeeOther(f"/t/{thread_id}#m{pk}")

@@ -1,0 +1,121 @@
+"""Shared by the viewer's tests: a store of real mail, an app over it, a signed-in reader.
+
+`imported(engine, dirs, config_text)` runs the real import with the config's
+rules and returns the Config; `viewer_app(engine, config)` builds the
+aiohttp app over that store; `sign_in(app, address)` makes a session the
+way sign-in does and returns the cookie header value to send.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from bridge.config import Config, parse_config
+from bridge.core.access import Viewer, viewer_for
+from bridge.ingest.files import run_import
+from bridge.store.runner import StoreRunner
+from bridge.web.app import make_app
+from bridge.web.auth_store import create_session
+from bridge.web.keys import SIGNER, STORE
+from bridge.web.metrics import Metrics
+from tests.conftest import DATA
+
+ENRON = DATA / "enron" / "maildir"
+LKML = DATA / "threads" / "notmuch" / "lkml"
+MIME = DATA / "mime"
+
+SESSION_COOKIE = "bridge_session"
+
+# Spaces and rules over Enron's maildir and the lkml RapidIO thread (as in
+# tests/store/test_access.py): West Position is private to its parties, SoCal
+# is in "gas" (members only), Heads up is in "trading" (open to staff),
+# Michael Neuling's lkml messages are private in "rio".
+CONFIG = """
+[bridge]
+staff_domains = ["enron.com"]
+
+[web]
+cookie_secure = false
+
+[[spaces]]
+slug = "gas"
+name = "Gas desk"
+members = ["outside.analyst@example.org"]
+[[spaces]]
+slug = "trading"
+name = "Trading"
+visibility = "staff"
+[[spaces]]
+slug = "rio"
+members = ["observer@example.org", "@sysgo.com"]
+
+[[rules]]
+name = "west"
+space = "gas"
+private = true
+[rules.match]
+subject = "West Position"
+
+[[rules]]
+name = "socal"
+space = "gas"
+[rules.match]
+subject = "SoCal"
+
+[[rules]]
+name = "heads"
+space = "trading"
+[rules.match]
+subject = "Heads up"
+
+[[rules]]
+name = "neuling"
+space = "rio"
+private = true
+[rules.match]
+from = "mikey@neuling.org"
+"""
+
+
+def config_from(text: str) -> Config:
+    return parse_config(tomllib.loads(text), "bridge.toml")
+
+
+def imported(engine: Engine, dirs: Iterable[Path], config_text: str = CONFIG) -> Config:
+    """Import `dirs` through the real pipeline under the config's rules; the Config."""
+    config = config_from(config_text)
+    result = run_import(engine, [str(d) for d in dirs], workers=1, rules=config.ruleset)
+    assert result.tally.outcomes["quarantined"] == 0
+    return config
+
+
+def viewer_of(config: Config, address: str) -> Viewer:
+    return viewer_for(address, config.spaces, config.staff_domains)
+
+
+def viewer_app(engine: Engine, config: Config) -> web.Application:
+    """The viewer over the store at `engine`; the runner is closed with the app."""
+    store = StoreRunner(engine, read_threads=2)
+    app = make_app(store, Metrics(), lambda: {}, config=lambda: config)
+
+    async def close(app: web.Application) -> None:
+        app[STORE]._readers.shutdown(wait=True)
+        app[STORE]._writer.shutdown(wait=True)
+
+    app.on_cleanup.append(close)
+    return app
+
+
+def sign_in(app: web.Application, address: str) -> dict[str, str]:
+    """Headers that make a request come from `address`, signed in."""
+    engine = app[STORE].engine
+    with Session(engine) as session, session.begin():
+        raw = create_session(session, address, "link", datetime.now(UTC), 1)
+    return {"Cookie": f"{SESSION_COOKIE}={app[SIGNER].sign('session', raw)}"}
