@@ -84,7 +84,7 @@ def serve(db: str, port: int) -> None:
     from bridge.web.app import make_app
     from bridge.web.metrics import Metrics
 
-    config = parse_config({"web": {"cookie_secure": False}}, "bench.toml")
+    config = parse_config(bench_config(os.environ["BENCH_READER"]), "bench.toml")
     store = StoreRunner(make_engine(db))
     signer = Signer(bytes.fromhex(os.environ["BENCH_KEY"]))
     app = make_app(store, Metrics(), dict, config=lambda: config, signer=signer)
@@ -93,13 +93,50 @@ def serve(db: str, port: int) -> None:
 
 # ------------------------------------------------------------ choosing work
 
+# Each mailing list is a space open to all staff, as an admin would set it up
+# with a rule on the mailbox; the reader is staff. What a rule would have
+# done at import is applied to the store once (`assign_list_spaces`).
+LIST_SPACES = ("r-devel", "r-package-devel")
+
+
+def bench_config(reader: str) -> dict[str, Any]:
+    domain = reader.rpartition("@")[2]
+    return {
+        "web": {"cookie_secure": False},
+        "bridge": {"staff_domains": [domain]},
+        "spaces": [{"slug": slug, "visibility": "staff"} for slug in LIST_SPACES],
+    }
+
+
+def assign_list_spaces(session: Any) -> None:
+    """Put each list's threads in its space, by the mailbox their copies came from."""
+    from sqlalchemy import text
+
+    for slug in LIST_SPACES:
+        mailbox = {"pattern": f"{slug}/%"}
+        session.execute(
+            text(
+                "UPDATE messages SET space = :slug WHERE space IS NULL AND id IN "
+                "(SELECT message_pk FROM deliveries WHERE mailbox LIKE :pattern)"
+            ),
+            {"slug": slug, **mailbox},
+        )
+        session.execute(
+            text(
+                "UPDATE threads SET space = :slug WHERE space IS NULL AND id IN "
+                "(SELECT thread_id FROM messages WHERE space = :slug)"
+            ),
+            {"slug": slug},
+        )
+
 
 def prepare(db: str, key: bytes) -> dict[str, Any]:
     """The reader, a session cookie, thread ids near 50 messages, and the chosen URLs."""
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
-    from bridge.core.access import Viewer
+    from bridge.config import parse_config
+    from bridge.core.access import viewer_for
     from bridge.signing import Signer
     from bridge.store.access import visible_thread_ids
     from bridge.store.db import make_engine
@@ -108,6 +145,8 @@ def prepare(db: str, key: bytes) -> dict[str, Any]:
 
     engine = make_engine(db)
     upgrade(engine)  # as the daemon does on start
+    with Session(engine) as session, session.begin():
+        assign_list_spaces(session)
     with Session(engine) as session:
         # The person who wrote in the most threads: a heavy, real reader.
         reader = session.execute(
@@ -116,7 +155,9 @@ def prepare(db: str, key: bytes) -> dict[str, Any]:
                 "GROUP BY p.address ORDER BY count(DISTINCT m.thread_id) DESC LIMIT 1"
             )
         ).scalar_one()
-        visible = visible_thread_ids(session, Viewer(reader, False, frozenset()))
+        config = parse_config(bench_config(reader), "bench.toml")
+        viewer = viewer_for(reader, config.spaces, config.staff_domains)
+        visible = visible_thread_ids(session, viewer)
         sized = session.execute(
             text(
                 "SELECT id, message_count FROM threads WHERE message_count BETWEEN 30 AND 80 "
@@ -389,7 +430,7 @@ def main() -> int:
     search_paths = [f"/search?q={quote(q)}" for q in SEARCHES]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = os.environ | {"BENCH_KEY": key.hex()}
+    env = os.environ | {"BENCH_KEY": key.hex(), "BENCH_READER": chosen["reader"]}
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", args.db, "--port", str(port)], env=env
     )

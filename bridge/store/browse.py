@@ -34,6 +34,7 @@ from bridge.store.blobs import unpack_body_with_raw
 from bridge.store.reading import raw_bytes
 from bridge.store.tables import (
     Attachment,
+    Delivery,
     Message,
     MessageId,
     Person,
@@ -341,6 +342,34 @@ def resolve_thread_id(session: Session, thread_id: int) -> int | None:
     if not 0 < thread_id <= MAX_ID:
         return None
     return _resolve(session, thread_id)
+
+
+def thread_stamp(session: Session, thread_id: int) -> tuple[Any, ...] | None:
+    """What changes whenever the thread's page would: its row and its newest delivery.
+
+    Every stored copy is a delivery, so a new message, a merged copy (which
+    may bring a rule's decision) or a joined thread all move it. No access
+    check: the stamp is only part of a cache key.
+    """
+    row = session.execute(
+        select(
+            Thread.message_count,
+            Thread.last_date,
+            Thread.space,
+            Thread.private,
+            Thread.subject,
+            select(func.max(Delivery.id))
+            .join(Message, Message.id == Delivery.message_pk)
+            .where(Message.thread_id == Thread.id)
+            .scalar_subquery(),
+        ).where(Thread.id == thread_id)
+    ).first()
+    return None if row is None else tuple(row)
+
+
+def store_stamp(session: Session) -> int:
+    """Moves whenever anything is stored: the newest delivery (every stored copy is one)."""
+    return int(session.execute(select(func.max(Delivery.id))).scalar() or 0)
 
 
 def thread_detail(session: Session, viewer: Viewer, thread_id: int) -> ThreadDetail | None:

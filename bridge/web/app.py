@@ -22,9 +22,10 @@ from bridge.config import Config
 from bridge.signing import Signer
 from bridge.store.runner import StoreRunner
 from bridge.web import admin, api, auth, feeds, unsubscribe, views
-from bridge.web.keys import CLOCK, CONFIG, SIGNER, STORE
+from bridge.web.keys import CLOCK, CONFIG, PAGE_CACHE, SIGNER, STORE
 from bridge.web.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.web.middleware import errors, security_headers
+from bridge.web.page_cache import PageCache
 
 Status = Mapping[str, Mapping[str, Any]]
 
@@ -54,6 +55,7 @@ def make_app(
     # Without a kept key (tests), sign-ins last as long as the process.
     app[SIGNER] = signer or Signer(secrets.token_bytes(32))
     app[CLOCK] = lambda: datetime.now(UTC)
+    app[PAGE_CACHE] = PageCache()
     app.on_response_prepare.append(security_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)

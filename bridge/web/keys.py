@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bridge.config import Config
 from bridge.core.access import Viewer
 from bridge.signing import Signer
+
+if TYPE_CHECKING:
+    from bridge.web.page_cache import PageCache
 from bridge.store.runner import StoreRunner
 
 STORE: web.AppKey[StoreRunner] = web.AppKey("store", StoreRunner)
@@ -23,6 +27,8 @@ CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
 SIGNER: web.AppKey[Signer] = web.AppKey("signer", Signer)
 # The current time (aware, UTC): tests move it to expire links and sessions.
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
+# Rendered page bodies, per reader (bridge.web.page_cache).
+PAGE_CACHE: web.AppKey[PageCache] = web.AppKey("page_cache")
 
 # Set on every request by the session middleware (bridge.web.auth):
 # the signed-in reader (None when signed out) and their own settings.

@@ -10,15 +10,18 @@ CSP admits exactly their origins, for that answer only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 from aiohttp import web
 from markupsafe import Markup
+from sqlalchemy.orm import Session
 
 from bridge.core.html import has_remote_images, page_html, remote_image_origins
 from bridge.store import browse
-from bridge.web.context import render, require_viewer
+from bridge.web.context import require_viewer
 from bridge.web.keys import CSP_IMG, store_of
+from bridge.web.page_cache import cache_of, reader_key, render_page, respond
 
 
 def add_routes(app: web.Application) -> None:
@@ -54,27 +57,39 @@ def _prepare(
     return list(detail.messages), shown, origins
 
 
+def _resolve_and_stamp(session: Session, asked: int) -> tuple[int, tuple[Any, ...] | None] | None:
+    current = browse.resolve_thread_id(session, asked)
+    if current is None:
+        return None
+    return current, browse.thread_stamp(session, current) if current == asked else None
+
+
 async def thread(request: web.Request) -> web.StreamResponse:
     viewer = require_viewer(request)
     asked = int(request.match_info["thread_id"])
-    current = await store_of(request).read(lambda s: browse.resolve_thread_id(s, asked))
-    if current is None:
+    found = await store_of(request).read(lambda s: _resolve_and_stamp(s, asked))
+    if found is None:
         raise web.HTTPNotFound()
+    current, stamp = found
     if current != asked:
         # Permanent: links to a merged thread must keep working, and bookmarks update.
         query = f"?{request.query_string}" if request.query_string else ""
         raise web.HTTPPermanentRedirect(f"/t/{current}{query}")
+    flat = request.query.get("view") == "flat"
+    remote = request.query.get("images") == "1"
+    key = ("thread", current, stamp, flat, remote, *reader_key(request))
+    kept = cache_of(request).get(key)
+    if kept is not None:
+        return respond(request, kept)
     detail = await store_of(request).read(lambda s: browse.thread_detail(s, viewer, current))
     if detail is None:
         raise web.HTTPNotFound()
-    flat = request.query.get("view") == "flat"
-    remote = request.query.get("images") == "1"
     messages, shown, origins = _prepare(detail, remote)
     if flat:
         messages = detail.by_date()
     if remote and origins:
         request[CSP_IMG] = " ".join(sorted(origins))
-    return render(
+    rendered = render_page(
         request,
         "thread.html",
         {
@@ -86,6 +101,8 @@ async def thread(request: web.Request) -> web.StreamResponse:
             "any_remote": any(s.remote_images for s in shown.values()),
         },
     )
+    cache_of(request).put(key, rendered)
+    return respond(request, rendered)
 
 
 async def message_link(request: web.Request) -> web.StreamResponse:

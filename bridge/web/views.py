@@ -9,6 +9,7 @@ already cut to what the reader may see; something hidden answers the same
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from datetime import date, datetime, time
 from typing import Any
 
@@ -20,6 +21,7 @@ from bridge.store import browse
 from bridge.web import downloads, thread_page
 from bridge.web.context import render, require_viewer, timezone
 from bridge.web.keys import config_of, store_of
+from bridge.web.page_cache import Rendered, cache_of, reader_key, render_page, respond
 
 PAGE_SIZE = 30
 SEARCH_PAGE_SIZE = 20
@@ -65,13 +67,36 @@ def pages(total: int, page: int, size: int) -> dict[str, int]:
     return {"page": page, "pages": max(1, math.ceil(total / size)), "total": total}
 
 
+async def _kept(
+    request: web.Request, *key: Hashable
+) -> tuple[tuple[Hashable, ...], Rendered | None]:
+    """The cache key of a listing or search page (data: the whole store), and its kept page."""
+    stamp = await store_of(request).read(browse.store_stamp)
+    full = (*key, stamp, *reader_key(request))
+    return full, cache_of(request).get(full)
+
+
+def _keep(
+    request: web.Request,
+    key: tuple[Hashable, ...],
+    name: str,
+    context: dict[str, Any],
+) -> web.Response:
+    rendered = render_page(request, name, context)
+    cache_of(request).put(key, rendered)
+    return respond(request, rendered)
+
+
 async def home(request: web.Request) -> web.Response:
     viewer = require_viewer(request)
+    key, kept = await _kept(request, "home")
+    if kept is not None:
+        return respond(request, kept)
     rows, total = await store_of(request).read(
         lambda s: browse.thread_summaries(s, viewer, limit=PAGE_SIZE)
     )
     spaces = [sp for sp in config_of(request).spaces if sp.slug in viewer.spaces]
-    return render(request, "home.html", {"threads": rows, "total": total, "spaces": spaces})
+    return _keep(request, key, "home.html", {"threads": rows, "total": total, "spaces": spaces})
 
 
 async def space(request: web.Request) -> web.Response:
@@ -145,6 +170,9 @@ async def search_page(request: web.Request) -> web.Response:
     viewer = require_viewer(request)
     text = request.query.get("q", "")[:1000]
     page = page_number(request)
+    key, kept = await _kept(request, "search", text, page)
+    if kept is not None:
+        return respond(request, kept)
     results = None
     if text.strip():
         results = await store_of(request).read(
@@ -158,8 +186,9 @@ async def search_page(request: web.Request) -> web.Response:
         )
     hints = results.hints if results is not None else parse_query(text).hints
     total = results.total_threads if results is not None else 0
-    return render(
+    return _keep(
         request,
+        key,
         "search.html",
         {
             "query": text,

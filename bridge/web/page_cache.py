@@ -1,0 +1,102 @@
+"""Rendered pages kept for their reader until what they show changes.
+
+A thread page of fifty messages costs milliseconds of database reads and
+template work; readers come back to the same threads and searches. A page
+is kept under a key made of everything that shapes it: the page and its
+arguments, the reader's access (address, staff, spaces) and the
+configuration object that gave it, their language and time zone, their
+session's form token (the page's forms carry it), and a stamp read from the
+store that changes whenever the page's data does (for a thread: its row and
+the newest delivery of its messages; for listings and searches: the newest
+delivery in the store). A key is never shared between readers or sessions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from bridge.web.context import language, page_context, templates, timezone, viewer
+from bridge.web.keys import CSP_IMG, CSRF_TOKEN, PAGE_CACHE, config_of
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A whole page, and the extra img-src its answer needs."""
+
+    body: str
+    csp_img: str = ""
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + 256
+
+
+class PageCache:
+    """A least-recently-used map bounded by the characters it holds."""
+
+    def __init__(self, max_chars: int = 64 * 1024 * 1024) -> None:
+        self.max_chars = max_chars
+        self._items: OrderedDict[Hashable, Rendered] = OrderedDict()
+        self._chars = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> Rendered | None:
+        found = self._items.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return found
+
+    def put(self, key: Hashable, value: Rendered) -> None:
+        if value.size > self.max_chars // 8:
+            return  # one giant page must not empty the cache
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._chars -= old.size
+        self._items[key] = value
+        self._chars += value.size
+        while self._chars > self.max_chars and self._items:
+            _, dropped = self._items.popitem(last=False)
+            self._chars -= dropped.size
+
+
+def reader_key(request: web.Request) -> tuple[Hashable, ...]:
+    """Everything about the reader and their session that shapes a page."""
+    who = viewer(request)
+    access = (who.address, who.is_staff, tuple(sorted(who.spaces))) if who else None
+    return (
+        access,
+        id(config_of(request)),
+        language(request),
+        timezone(request).key,
+        request.get(CSRF_TOKEN, ""),
+        request.path_qs,
+    )
+
+
+def cache_of(request: web.Request) -> PageCache:
+    return request.app[PAGE_CACHE]
+
+
+def render_page(request: web.Request, name: str, context: dict[str, Any]) -> Rendered:
+    """Template `name` for this reader, ready to keep and to answer with."""
+    values = page_context(request)
+    values.update(context)
+    body = templates.get_template(name).render(values)
+    return Rendered(body, request.get(CSP_IMG, ""))
+
+
+def respond(request: web.Request, rendered: Rendered, status: int = 200) -> web.Response:
+    if rendered.csp_img:
+        request[CSP_IMG] = rendered.csp_img
+    return web.Response(
+        text=rendered.body, status=status, content_type="text/html", charset="utf-8"
+    )
