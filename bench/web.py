@@ -101,8 +101,9 @@ LIST_SPACES = ("r-devel", "r-package-devel")
 
 def bench_config(reader: str) -> dict[str, Any]:
     domain = reader.rpartition("@")[2]
+    cache_mb = int(os.environ.get("BENCH_PAGE_CACHE_MB", "64"))
     return {
-        "web": {"cookie_secure": False},
+        "web": {"cookie_secure": False, "page_cache_mb": cache_mb},
         "bridge": {"staff_domains": [domain]},
         "spaces": [{"slug": slug, "visibility": "staff"} for slug in LIST_SPACES],
     }
@@ -408,6 +409,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--probe-rate", type=float, default=10.0)
     parser.add_argument("--capacity-seconds", type=int, default=10)
+    parser.add_argument(
+        "--no-page-cache",
+        action="store_true",
+        help="render every page afresh ([web] page_cache_mb = 0)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", help=argparse.SUPPRESS)
@@ -421,6 +427,8 @@ def main() -> int:
     if not args.db or not Path(args.db).exists():
         parser.error("STORE_DB: an existing SQLite store")
 
+    if args.no_page_cache:
+        os.environ["BENCH_PAGE_CACHE_MB"] = "0"
     key = secrets.token_bytes(32)
     chosen = prepare(args.db, key)
     if not chosen["threads"]:
@@ -497,6 +505,7 @@ def main() -> int:
         "thread_sizes": [count for _, count in chosen["threads"]],
         "searches": list(SEARCHES),
         "cores": os.cpu_count(),
+        "page_cache": not args.no_page_cache,
         "paced": {
             "target_rate": args.rate,
             "wrk": load,

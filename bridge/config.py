@@ -50,6 +50,10 @@ def _positive(value: float) -> str | None:
     return None if value > 0 else "must be positive"
 
 
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else "must not be negative"
+
+
 def _hour(value: int) -> str | None:
     return None if 0 <= value <= 23 else "expected an hour from 0 to 23"
 
@@ -144,6 +148,8 @@ class WebConfig:
     default_timezone: str = field(default="UTC", metadata=_check(_timezone))
     login_per_address_per_hour: int = field(default=5, metadata=_check(_positive))
     login_per_client_per_hour: int = field(default=20, metadata=_check(_positive))
+    # Megabytes of rendered pages kept per process for their readers; 0: none.
+    page_cache_mb: int = field(default=64, metadata=_check(_not_negative))
 
     @property
     def public_url(self) -> str:

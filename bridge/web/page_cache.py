@@ -46,6 +46,12 @@ class PageCache:
         self.hits = 0
         self.misses = 0
 
+    def resize(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        while self._chars > self.max_chars and self._items:
+            _, dropped = self._items.popitem(last=False)
+            self._chars -= dropped.size
+
     def get(self, key: Hashable) -> Rendered | None:
         found = self._items.get(key)
         if found is None:
@@ -56,16 +62,14 @@ class PageCache:
         return found
 
     def put(self, key: Hashable, value: Rendered) -> None:
-        if value.size > self.max_chars // 8:
+        if value.size > self.max_chars // 8:  # also: a cache of size 0 keeps nothing
             return  # one giant page must not empty the cache
         old = self._items.pop(key, None)
         if old is not None:
             self._chars -= old.size
         self._items[key] = value
         self._chars += value.size
-        while self._chars > self.max_chars and self._items:
-            _, dropped = self._items.popitem(last=False)
-            self._chars -= dropped.size
+        self.resize(self.max_chars)
 
 
 def reader_key(request: web.Request) -> tuple[Hashable, ...]:
@@ -83,7 +87,12 @@ def reader_key(request: web.Request) -> tuple[Hashable, ...]:
 
 
 def cache_of(request: web.Request) -> PageCache:
-    return request.app[PAGE_CACHE]
+    """The app's cache, sized by the current `[web] page_cache_mb`."""
+    cache = request.app[PAGE_CACHE]
+    wanted = config_of(request).web.page_cache_mb * 1024 * 1024
+    if cache.max_chars != wanted:
+        cache.resize(wanted)
+    return cache
 
 
 def render_page(request: web.Request, name: str, context: dict[str, Any]) -> Rendered:
