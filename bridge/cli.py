@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rules_cli.add_arguments(p)
 
+    from bridge import digest_cli
+
+    p = command("digest", digest_cli.cmd_digest, "preview or send the digests by email")
+    digest_cli.add_arguments(p)
+
+    p = command("login-link", commands.cmd_login_link, "print a one-time sign-in link")
+    p.add_argument("address", metavar="ADDRESS")
+
     p = command("db", commands.cmd_db, "database schema")
     p.add_argument("action", choices=["upgrade", "current"])
 

@@ -10,16 +10,20 @@ in as an argument, never from the host name or the clock.
 - More than `MAX_RECEIVED` `Received` headers means a mail loop (RFC 5321
   section 6.3 suggests loop detection by counting them; Postfix and Exim
   both stop at 50 or so by default): the copy goes to quarantine.
-- Auto-replies (RFC 3834) and bounces (RFC 3464) are not decided here: the
+- An auto-reply (RFC 3834 headers, or an out-of-office subject) to a
+  Message-ID at the bridge's domain answers a digest: own mail too, and so
+  is an "unsubscribe" mailed to the bridge's address (a digest's mailto).
+- Other auto-replies (RFC 3834) and bounces (RFC 3464) are not decided here: the
   parser flags them (`Flag.AUTO_REPLY`, `Flag.BOUNCE`), the store keeps
   them flagged, and rules may match on those flags.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from bridge.core.message import ParsedMessage
+from bridge.core.message import Flag, ParsedMessage
 
 # The header the bridge puts on every message it sends. Its value is the
 # bridge's Message-ID domain, so two bridges of two companies mailing each
@@ -64,6 +68,34 @@ def own_mail(parsed: ParsedMessage, identity: Identity) -> str | None:
             # Auto-Submitted from our own address: a digest that came back
             # through a list or a forward with its headers stripped.
             return f"Auto-Submitted from {identity.address}"
+    return auto_reply_to_own_mail(parsed, identity) or unsubscribe_request(parsed, identity)
+
+
+# Subjects of out-of-office and other automatic answers, for auto-replies that
+# carry no RFC 3834 header (many Exchange and webmail vacation replies).
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(out of (the )?office|automatic reply|auto(matic)?[ -]?(reply|response)|"
+    r"réponse automatique|absence|abwesend|fuera de la oficina)",
+    re.IGNORECASE,
+)
+
+
+def auto_reply_to_own_mail(parsed: ParsedMessage, identity: Identity) -> str | None:
+    """Why this is an automatic answer to mail the bridge sent (a digest), or None.
+
+    It names one of our Message-IDs in In-Reply-To or References, and is an
+    auto-reply: flagged so by the parser (RFC 3834 headers) or with an
+    out-of-office subject. A person's own reply to a digest is not dropped.
+    """
+    domain = identity.message_id_domain
+    if not domain:
+        return None
+    ours = any(ref.rpartition("@")[2].lower() == domain for ref in parsed.in_reply_to)
+    ours = ours or any(ref.rpartition("@")[2].lower() == domain for ref in parsed.references)
+    if not ours:
+        return None
+    if Flag.AUTO_REPLY in parsed.flags or _AUTO_SUBJECT.search(parsed.subject or ""):
+        return f"auto-reply to mail from {domain}"
     return None
 
 
@@ -74,3 +106,20 @@ def received_count(parsed: ParsedMessage) -> int:
 def loop_check(parsed: ParsedMessage, max_received: int = MAX_RECEIVED) -> str | None:
     """The quarantine reason when this copy looks like a mail loop, else None."""
     return LOOP_REASON if received_count(parsed) > max_received else None
+
+
+# The subject of the `mailto:` in a digest's List-Unsubscribe (RFC 2369).
+UNSUBSCRIBE_SUBJECT = re.compile(r"^\s*unsubscribe(?:\s+(\S+))?\s*$", re.IGNORECASE)
+
+
+def unsubscribe_request(parsed: ParsedMessage, identity: Identity) -> str | None:
+    """Why this is a request, mailed to the bridge's address, to stop digests; or None.
+
+    Such mail is for the bridge, not a discussion: it is kept, not bridged,
+    and the digest job acts on the signed token in its subject.
+    """
+    if not identity.address or not UNSUBSCRIBE_SUBJECT.match(parsed.subject or ""):
+        return None
+    if any(a.address == identity.address for a in (*parsed.to, *parsed.cc)):
+        return f"unsubscribe request to {identity.address}"
+    return None

@@ -1,8 +1,7 @@
 """The daemon's scheduler: the only APScheduler (3.x) import.
 
 Jobs run on the daemon's event loop; work that touches the database goes
-through the store's writer thread. Today it keeps the store in shape; digests
-will be scheduled here too.
+through the store's writer thread: store upkeep, the outbox, and digest runs.
 """
 
 from __future__ import annotations
@@ -21,6 +20,10 @@ from bridge.store.runner import StoreRunner
 log = logging.getLogger(__name__)
 
 MAINTENANCE_EVERY = timedelta(hours=1)
+# Who is due is decided from each person's zone and last digest period, so
+# a run every few minutes sends each digest close to its hour; a run late
+# after downtime still sends one digest per person, never one per missed run.
+DIGESTS_EVERY = timedelta(minutes=5)
 
 
 def maintain(session: Session) -> None:
@@ -37,11 +40,18 @@ class Scheduler:
     name = "scheduler"
 
     def __init__(
-        self, store: StoreRunner, mailer: Mailer | None = None, send_every: float = 30.0
+        self,
+        store: StoreRunner,
+        mailer: Mailer | None = None,
+        send_every: float = 30.0,
+        config: Config | None = None,
     ) -> None:
         self.store = store
         self.mailer = mailer
+        self.config = config
         self.runs = 0
+        self.digest_runs = 0
+        self._skipped_after: int | None = None  # unsubscribe mails read so far
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
             self._maintenance,
@@ -63,6 +73,38 @@ class Scheduler:
                 max_instances=1,
                 next_run_time=datetime.now(UTC),
             )
+
+        if config is not None and config.bridge.message_id_domain and config.bridge.address:
+            self._scheduler.add_job(
+                self.run_digests,
+                "interval",
+                seconds=DIGESTS_EVERY.total_seconds(),
+                id="digests",
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=int(DIGESTS_EVERY.total_seconds()),
+                next_run_time=datetime.now(UTC) + timedelta(seconds=30),
+            )
+
+    async def run_digests(self) -> None:
+        """Claim and enqueue the digests that are due (the outbox job sends them)."""
+        from bridge.outbound.digest_run import run_async
+
+        assert self.config is not None
+        try:
+            report = await run_async(
+                self.store, self.config, datetime.now(UTC), skipped_after=self._skipped_after
+            )
+            self._skipped_after = report.last_skipped_id
+            self.digest_runs += 1
+            for address in report.unsubscribed:
+                log.info("digests for %r turned off by an unsubscribe mail", address)
+            if report.due:
+                log.info("digests: %s due, %s", report.due, report.counts)
+            for address, reason in report.failures:
+                log.warning("digest for %r not sent: %s", address, reason)
+        except Exception:  # a job failure is logged, the daemon goes on
+            log.exception("the digest run failed")
 
     async def _send_mail(self) -> None:
         """Send what the outbox holds that is due (retries wait for their backoff)."""
@@ -90,4 +132,6 @@ class Scheduler:
             self._scheduler.shutdown(wait=False)
 
     async def reload(self, config: Config) -> None:
-        return None
+        # Spaces, defaults and the send hour take effect at the next digest run.
+        if self.config is not None:
+            self.config = config

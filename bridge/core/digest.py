@@ -1,0 +1,258 @@
+"""Digests: when a person is due one, and what it says. No I/O: `now` comes in.
+
+A period is named in the person's own calendar: "daily:2026-11-27" or
+"weekly:2026-W48" (ISO week). The period that counts is the latest one whose
+send time (the configured hour on that day, in the person's zone) has
+passed; a person is due when they have no digest for it yet. After a week
+of downtime that is still one period: the missed digest goes out once.
+
+The content is built from activity rows the store gathers in one pass for
+everybody (see `bridge.outbound.digests`): each person's access is checked
+here, message by message, with `bridge.core.access`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from bridge.core.access import Viewer, may_see_message, may_see_thread
+from bridge.core.rules import Space
+
+FREQUENCIES = ("off", "daily", "weekly")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+PERIOD_LENGTH = {"daily": timedelta(days=1), "weekly": timedelta(days=7)}
+# However long ago the last digest was, one digest covers at most this much.
+MAX_WINDOW = timedelta(days=28)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One digest period: its name and when its digest is due (UTC-aware)."""
+
+    name: str
+    send_at: datetime
+
+
+def frequency_for(own: str, readable: Sequence[Space], default: str) -> str:
+    """The person's own choice, else the first space they read that sets one, else `default`."""
+    if own in FREQUENCIES:
+        return own
+    for space in readable:
+        if space.digest in FREQUENCIES:
+            return space.digest
+    return default if default in FREQUENCIES else "off"
+
+
+def current_period(
+    frequency: str, now: datetime, tz: ZoneInfo, send_hour: int, weekly_day: str
+) -> Period | None:
+    """The latest period whose send time has passed at `now`; None when digests are off."""
+    if frequency not in PERIOD_LENGTH:
+        return None
+    local = now.astimezone(tz)
+    day = local.date()
+    if frequency == "weekly":
+        day -= timedelta(days=(day.weekday() - WEEKDAYS.index(weekly_day)) % 7)
+    send_at = _at(day, send_hour, tz)
+    if send_at > now:
+        day -= PERIOD_LENGTH[frequency]
+        send_at = _at(day, send_hour, tz)
+    return Period(period_name(frequency, day), send_at)
+
+
+def _at(day: date, hour: int, tz: ZoneInfo) -> datetime:
+    # zoneinfo resolves a time skipped by a DST change forward and a repeated one to its first.
+    return datetime.combine(day, time(hour), tzinfo=tz)
+
+
+def period_name(frequency: str, day: date) -> str:
+    if frequency == "weekly":
+        year, week, _ = day.isocalendar()
+        return f"weekly:{year}-W{week:02d}"
+    return f"daily:{day.isoformat()}"
+
+
+def window_start(frequency: str, period: Period, last_digest_at: datetime | None) -> datetime:
+    """Where a digest's news start: the last digest, else one period back, at most MAX_WINDOW."""
+    start = last_digest_at or period.send_at - PERIOD_LENGTH.get(frequency, timedelta(days=1))
+    return max(start, period.send_at - MAX_WINDOW)
+
+
+# -- content --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message dated inside the window, with what access needs to know of it."""
+
+    pk: int
+    thread_id: int
+    date: datetime
+    sender: str  # lower-case address, "" when unknown
+    sender_name: str
+    parties: set[str]
+    space: str | None
+    private: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    id: int
+    subject: str
+    space: str | None
+    private: bool
+    first_date: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    """One thread in a digest."""
+
+    thread_id: int
+    subject: str
+    space: str | None
+    space_name: str
+    authors: tuple[str, ...]  # names (or addresses), newest first, distinct
+    new_count: int
+    newest_pk: int  # the message whose new text the digest quotes
+    newest_date: datetime
+    is_new: bool  # the thread started inside the window
+
+
+@dataclass(frozen=True, slots=True)
+class DigestContent:
+    """What one person's digest lists: their own threads first, then their spaces'."""
+
+    address: str
+    yours: tuple[DigestItem, ...] = ()
+    spaces: tuple[DigestItem, ...] = ()
+    space_names: tuple[str, ...] = field(default=())
+
+    @property
+    def items(self) -> tuple[DigestItem, ...]:
+        return self.yours + self.spaces
+
+    @property
+    def empty(self) -> bool:
+        return not self.yours and not self.spaces
+
+
+def build_digest(
+    viewer: Viewer,
+    since: datetime,
+    threads: Mapping[int, ThreadInfo],
+    messages: Mapping[int, Sequence[NewMessage]],
+    party: Set[int],
+    spaced: Iterable[int],
+    space_names: Mapping[str, str],
+    max_threads: int,
+) -> DigestContent:
+    """The digest of `viewer` for news after `since`.
+
+    `party` are the threads the viewer is party to, `spaced` threads
+    with news in spaces they read, most messages first (`messages[tid]` are a
+    thread's messages in the window, newest first). Only threads the viewer
+    may see, and in them only messages they may see and did not write, count.
+    """
+    yours = _items(viewer, since, threads, messages, party, party, space_names)
+    yours.sort(key=_rank)
+    taken = {item.thread_id for item in yours}
+    others: list[DigestItem] = []
+    for tid in spaced:
+        if tid in taken:
+            continue
+        if len(others) >= max_threads:
+            others.sort(key=_rank)
+            del others[max_threads:]
+            # No later thread can beat the last one kept: it has fewer messages in all.
+            if len(messages.get(tid, ())) < others[-1].new_count:
+                break
+        others.extend(_items(viewer, since, threads, messages, (tid,), party, space_names))
+    others.sort(key=_rank)
+    shown = yours[:max_threads] + others[:max_threads]
+    names = tuple(dict.fromkeys(i.space_name for i in _by_count(shown) if i.space_name))
+    return DigestContent(
+        viewer.address, tuple(yours[:max_threads]), tuple(others[:max_threads]), names
+    )
+
+
+def _items(
+    viewer: Viewer,
+    since: datetime,
+    threads: Mapping[int, ThreadInfo],
+    messages: Mapping[int, Sequence[NewMessage]],
+    candidates: Iterable[int],
+    party: Set[int],
+    space_names: Mapping[str, str],
+) -> list[DigestItem]:
+    found = []
+    for tid in candidates:
+        thread = threads.get(tid)
+        if thread is None:
+            continue
+        participants = {viewer.address} if tid in party else set()
+        if may_see_thread(viewer, participants, thread.space, thread.private):
+            item = _item(viewer, since, thread, messages.get(tid, ()), space_names)
+            if item is not None:
+                found.append(item)
+    return found
+
+
+def _rank(item: DigestItem) -> tuple[int, float, int]:
+    return (-item.new_count, -item.newest_date.timestamp(), item.thread_id)
+
+
+def _by_count(items: Sequence[DigestItem]) -> list[DigestItem]:
+    counts: dict[str, int] = {}
+    for item in items:
+        counts[item.space_name] = counts.get(item.space_name, 0) + 1
+    return sorted(items, key=lambda i: -counts[i.space_name])
+
+
+def _item(
+    viewer: Viewer,
+    since: datetime,
+    thread: ThreadInfo,
+    messages: Sequence[NewMessage],
+    space_names: Mapping[str, str],
+) -> DigestItem | None:
+    seen = [
+        m
+        for m in messages
+        if m.date >= since
+        and m.sender != viewer.address
+        and may_see_message(viewer, m.parties, m.space, m.private, thread.space, thread.private)
+    ]
+    if not seen:
+        return None
+    authors = tuple(dict.fromkeys(m.sender_name or m.sender or "?" for m in seen))
+    space_name = space_names.get(thread.space, thread.space) if thread.space else ""
+    return DigestItem(
+        thread_id=thread.id,
+        subject=thread.subject,
+        space=thread.space,
+        space_name=space_name or "",
+        authors=authors,
+        new_count=len(seen),
+        newest_pk=seen[0].pk,
+        newest_date=seen[0].date,
+        is_new=thread.first_date is not None and thread.first_date >= since,
+    )
+
+
+def first_lines(text: str, lines: int = 3, limit: int = 280) -> str:
+    """The opening of what someone wrote: its first lines, cut at `limit`.
+
+    Blank lines and quoted lines ("> ...", left in the new text by inline
+    replies) are skipped: a digest shows what is new, never quoted history.
+    """
+    kept = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(">")
+    ][:lines]
+    snippet = " ".join(kept)
+    return snippet if len(snippet) <= limit else snippet[: limit - 1].rstrip() + "…"
