@@ -195,7 +195,8 @@ def _items(
             continue
         participants = {viewer.address} if tid in party else set()
         if may_see_thread(viewer, participants, thread.space, thread.private):
-            item = _item(viewer, since, thread, messages.get(tid, ()), space_names)
+            news = messages.get(tid, ())
+            item = _item(viewer, since, thread, news, space_names, tid in party)
             if item is not None:
                 found.append(item)
     return found
@@ -218,13 +219,22 @@ def _item(
     thread: ThreadInfo,
     messages: Sequence[NewMessage],
     space_names: Mapping[str, str],
+    party: bool,
 ) -> DigestItem | None:
     seen = [
         m
         for m in messages
         if m.date >= since
         and m.sender != viewer.address
-        and may_see_message(viewer, m.parties, m.space, m.private, thread.space, thread.private)
+        and may_see_message(
+            viewer,
+            m.parties,
+            m.space,
+            m.private,
+            thread.space,
+            thread.private,
+            thread_party=party,
+        )
     ]
     if not seen:
         return None

@@ -278,17 +278,34 @@ def plan(
 
 
 def _threads_by_party(session: Session, tids: list[int]) -> dict[str, set[int]]:
-    """address -> the threads among `tids` it was party to (any message, not only new ones)."""
-    thread_of: dict[int, int] = {}
+    """address -> the threads among `tids` it is party to (any message, not only new ones).
+
+    As in `store.access`: a person is party to a thread they received one of
+    its messages in from someone else, or started; writing a reply alone
+    (a known Message-ID in References) makes nobody a party.
+    """
+    shape: dict[int, tuple[int, int | None, int | None]] = {}
     for part in _chunks(tids):
-        query = select(Message.id, Message.thread_id).where(Message.thread_id.in_(part))
-        thread_of.update((pk, tid) for pk, tid in session.execute(query))
+        query = select(Message.id, Message.thread_id, Message.sender_id, Message.parent_id).where(
+            Message.thread_id.in_(part)
+        )
+        shape.update(
+            (pk, (tid, sender, parent)) for pk, tid, sender, parent in session.execute(query)
+        )
+    senders: dict[int, str] = {}
+    wanted = sorted({sender for _t, sender, _p in shape.values() if sender is not None})
+    for part in _chunks(wanted):
+        people = select(Person.id, Person.address).where(Person.id.in_(part))
+        senders.update((pid, address.lower()) for pid, address in session.execute(people))
     by_party: dict[str, set[int]] = {}
-    pks = sorted(thread_of)
+    pks = sorted(shape)
     for i in range(0, len(pks), CHUNK * 10):
         for pk, who in _message_parties(session, pks[i : i + CHUNK * 10]).items():
+            tid, sender_id, parent = shape[pk]
+            sender = senders.get(sender_id) if sender_id is not None else None
             for address in who:
-                by_party.setdefault(sys.intern(address), set()).add(thread_of[pk])
+                if address != sender or parent is None:
+                    by_party.setdefault(sys.intern(address), set()).add(tid)
     return by_party
 
 

@@ -41,6 +41,7 @@ from tests.smtp_support import free_port
 
 ENRON = DATA / "enron" / "maildir"
 LKML = DATA / "threads" / "notmuch" / "lkml"
+INTRUDER = DATA / "web-api" / "intruder.eml"
 
 CONFIG = """
 [bridge]
@@ -194,6 +195,27 @@ def _participants(session: Session, tid: int) -> set[str]:
     from bridge.store.access import thread_participants
 
     return thread_participants(session, [tid])[tid]
+
+
+def test_a_known_message_id_in_references_brings_no_digest(engine: Engine) -> None:
+    """A stranger replied into "Heads up" naming its Message-ID, Cc'd to himself.
+
+    He received nothing there from anyone, started nothing, and reads no
+    space: the thread's other messages are not his, in the viewer or by mail.
+    """
+    config = load(CONFIG.replace('visibility = "staff"', 'members = ["x@example.org"]'))
+    run_import(engine, [str(ENRON), str(INTRUDER)], workers=1, rules=config.ruleset)
+    stranger = "intruder@example.com"
+    seed_users(engine, [stranger, "someone.new@enron.com"], LAST_DIGEST)
+    with Session(engine) as session:
+        _, content = digest_of(session, config, stranger, HEADS_RUN)
+        assert content.items == ()
+        assert expected(session, config, stranger, LAST_DIGEST, HEADS_RUN) == {}
+        # A party to the thread still gets it, the stranger's reply included.
+        _, party = digest_of(session, config, "kam.keiser@enron.com", HEADS_RUN)
+        (item,) = [i for i in party.items if i.subject == "Heads up"]
+        want = expected(session, config, "kam.keiser@enron.com", LAST_DIGEST, HEADS_RUN)
+        assert item.new_count == want[item.thread_id]
 
 
 def test_the_snippet_is_the_newest_new_text_never_quoted_history(store: Engine) -> None:
