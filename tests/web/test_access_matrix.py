@@ -546,7 +546,8 @@ async def check_people(client: TestClient, s: Stored, address: str) -> None:
 
 
 PEOPLE = sorted(THREADS_SEEN)
-# Known gaps, each failing exactly where the rule of the issue is not met yet.
+
+
 @pytest.mark.parametrize("address", PEOPLE)
 async def test_every_route_shows_each_person_exactly_what_they_may_see(
     stored: Stored, aiohttp_client: Any, address: str
