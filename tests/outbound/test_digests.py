@@ -34,6 +34,7 @@ from bridge.store.access import visible_messages
 from bridge.store.reading import thread_messages
 from bridge.store.runner import StoreRunner
 from bridge.store.tables import DigestSend, Message, Outbox, Person, Thread, User
+from tests.access_setup import SPACES_AND_RULES
 from tests.conftest import DATA
 from tests.outbound.test_outbox import Relay
 from tests.outbound.test_outbox import config as relay_config
@@ -43,7 +44,8 @@ ENRON = DATA / "enron" / "maildir"
 LKML = DATA / "threads" / "notmuch" / "lkml"
 INTRUDER = DATA / "web-api" / "intruder.eml"
 
-CONFIG = """
+CONFIG = (
+    """
 [bridge]
 message_id_domain = "bridge.example.com"
 address = "bridge@example.com"
@@ -54,44 +56,10 @@ base_url = "https://bridge.example.com"
 default_frequency = "weekly"
 send_hour = 7
 weekly_day = "saturday"
-[[spaces]]
-slug = "gas"
-name = "Gas desk"
-members = ["outside.analyst@example.org"]
-[[spaces]]
-slug = "trading"
-name = "Trading"
-visibility = "staff"
-[[spaces]]
-slug = "rio"
-members = ["observer@example.org", "@sysgo.com"]
-
-[[rules]]
-name = "west"
-space = "gas"
-private = true
-[rules.match]
-subject = "West Position"
-
-[[rules]]
-name = "socal"
-space = "gas"
-[rules.match]
-subject = "SoCal"
-
-[[rules]]
-name = "heads"
-space = "trading"
-[rules.match]
-subject = "Heads up"
-
-[[rules]]
-name = "neuling"
-space = "rio"
-private = true
-[rules.match]
-from = "mikey@neuling.org"
 """
+    + SPACES_AND_RULES
+)
+
 
 # Saturday 2001-12-08, after 07:00 UTC: the SoCal (Nov 20) and West (Dec 7)
 # threads are news for people whose last digest was mid-November.

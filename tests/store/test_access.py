@@ -28,49 +28,14 @@ from bridge.ingest.files import run_import
 from bridge.store.access import thread_participants, visible_messages, visible_thread_ids
 from bridge.store.reading import find_message, find_thread_id, raw_bytes
 from bridge.store.tables import Message, Thread
+from tests.access_setup import SPACES_AND_RULES
 from tests.conftest import DATA
 
 ENRON = DATA / "enron" / "maildir"
 LKML = DATA / "threads" / "notmuch" / "lkml"
 STAFF = ("enron.com",)
 
-CONFIG = """
-[[spaces]]
-slug = "gas"
-members = ["outside.analyst@example.org"]
-[[spaces]]
-slug = "trading"
-visibility = "staff"
-[[spaces]]
-slug = "rio"
-members = ["observer@example.org", "@sysgo.com"]
-
-[[rules]]
-name = "west"
-space = "gas"
-private = true
-[rules.match]
-subject = "West Position"
-
-[[rules]]
-name = "socal"
-space = "gas"
-[rules.match]
-subject = "SoCal"
-
-[[rules]]
-name = "heads"
-space = "trading"
-[rules.match]
-subject = "Heads up"
-
-[[rules]]
-name = "neuling"
-space = "rio"
-private = true
-[rules.match]
-from = "mikey@neuling.org"
-"""
+CONFIG = SPACES_AND_RULES
 
 AUDITOR = "Auditor@Example.NET"  # given as an envelope recipient of the spam copy
 

@@ -25,6 +25,7 @@ from bridge.web.app import make_app
 from bridge.web.auth_store import create_session
 from bridge.web.keys import SIGNER, STORE
 from bridge.web.metrics import Metrics
+from tests.access_setup import SPACES_AND_RULES
 from tests.conftest import DATA
 
 ENRON = DATA / "enron" / "maildir"
@@ -37,51 +38,17 @@ SESSION_COOKIE = "bridge_session"
 # tests/store/test_access.py): West Position is private to its parties, SoCal
 # is in "gas" (members only), Heads up is in "trading" (open to staff),
 # Michael Neuling's lkml messages are private in "rio".
-CONFIG = """
+CONFIG = (
+    """
 [bridge]
 staff_domains = ["enron.com"]
 
 [web]
 cookie_secure = false
 
-[[spaces]]
-slug = "gas"
-name = "Gas desk"
-members = ["outside.analyst@example.org"]
-[[spaces]]
-slug = "trading"
-name = "Trading"
-visibility = "staff"
-[[spaces]]
-slug = "rio"
-members = ["observer@example.org", "@sysgo.com"]
-
-[[rules]]
-name = "west"
-space = "gas"
-private = true
-[rules.match]
-subject = "West Position"
-
-[[rules]]
-name = "socal"
-space = "gas"
-[rules.match]
-subject = "SoCal"
-
-[[rules]]
-name = "heads"
-space = "trading"
-[rules.match]
-subject = "Heads up"
-
-[[rules]]
-name = "neuling"
-space = "rio"
-private = true
-[rules.match]
-from = "mikey@neuling.org"
 """
+    + SPACES_AND_RULES
+)
 
 
 def config_from(text: str) -> Config:
