@@ -55,15 +55,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 70
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(default: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
     common.add_argument("--config", metavar="FILE", help="bridge.toml (default: none)")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    if default is argparse.SUPPRESS:
+        for action in common._actions:
+            action.default = argparse.SUPPRESS
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The options go before or after the command; after it they must not
+    # reset what was given before it, so there they have no defaults.
+    common = _common_options(argparse.SUPPRESS)
     parser = argparse.ArgumentParser(
         prog="bridge",
         description="Company email turned into threaded, searchable discussions.",
-        parents=[common],
+        parents=[_common_options(None)],
     )
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
