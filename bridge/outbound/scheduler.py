@@ -27,7 +27,10 @@ DIGESTS_EVERY = timedelta(minutes=5)
 
 
 def maintain(session: Session) -> None:
-    """Let SQLite refresh its query-planner statistics and fold the WAL back in."""
+    """Forget expired sign-ins; let the database refresh its query-planner statistics."""
+    from bridge.web.auth_store import purge_expired
+
+    purge_expired(session, datetime.now(UTC))
     if session.get_bind().dialect.name == "sqlite":
         session.execute(text("PRAGMA optimize"))
     else:

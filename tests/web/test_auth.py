@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from bridge.config import BridgeConfig
+from bridge.outbound.scheduler import maintain
 from bridge.signing import Signer
 from bridge.store.tables import LoginToken, Person, WebSession
 from bridge.web import auth_store
@@ -563,3 +564,15 @@ async def test_digest_links_are_exempt(sqlite_engine: Engine, make_site: MakeSit
         "/digest/unsubscribe?t=whatever", data={"List-Unsubscribe": "One-Click"}
     )
     assert response.status != 403
+
+
+def test_the_hourly_maintenance_forgets_expired_sign_ins(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    with Session(engine) as session, session.begin():
+        auth_store.create_session(session, "old@enron.com", "sso", now - timedelta(days=40), 30)
+        auth_store.create_session(session, "new@enron.com", "link", now, 30)
+    with Session(engine) as session, session.begin():
+        maintain(session)
+    with Session(engine) as session:
+        left = set(session.scalars(select(WebSession.address)))
+    assert left == {"new@enron.com"}
