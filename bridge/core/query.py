@@ -125,6 +125,25 @@ _DATE_RE = re.compile(r"(\d{4})(?:[-/.](\d{1,2})(?:[-/.](\d{1,2}))?)?")
 _SPACE_RE = re.compile(r"\s+")
 
 
+class Hint(str):
+    """A note about how a query was read: English text, with its template and values.
+
+    It is a `str` (the CLI and the API print it as it is); the viewer
+    translates `template` and fills in `values` in the reader's language.
+    """
+
+    template: str
+    values: dict[str, str]
+
+    @classmethod
+    def of(cls, template: str, **values: object) -> Hint:
+        texts = {name: str(value) for name, value in values.items()}
+        hint = cls(template.format(**texts))
+        hint.template = template
+        hint.values = texts
+        return hint
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """A parsed search. All text is folded; `excluded` entries are single
@@ -143,7 +162,7 @@ class Query:
     after: date | None = None
     spaces: tuple[str, ...] = ()
     is_flags: tuple[str, ...] = ()
-    hints: tuple[str, ...] = ()
+    hints: tuple[Hint, ...] = ()
 
     def is_empty(self) -> bool:
         """True when the query asks for nothing (hints alone do not count)."""
@@ -173,13 +192,13 @@ class _Builder:
     excluded: list[str] = field(default_factory=list)
     subject: list[tuple[str, ...]] = field(default_factory=list)
     fields: dict[str, list[str]] = field(default_factory=dict)
-    hints: list[str] = field(default_factory=list)
+    hints: list[Hint] = field(default_factory=list)
     has_attachment: bool = False
     before: date | None = None
     after: date | None = None
 
-    def hint(self, text: str) -> None:
-        _append_new(self.hints, text)
+    def hint(self, template: str, **values: object) -> None:
+        _append_new(self.hints, Hint.of(template, **values))
 
     def words(self, tokens: list[str], *, negated: bool) -> None:
         if not tokens:
@@ -197,7 +216,11 @@ class _Builder:
             self.hint("excluded words need at least one word to search for, ignored")
             self.excluded.clear()
         if self.before and self.after and self.after >= self.before:
-            self.hint(f"no date is both after:{self.after} and before:{self.before}")
+            self.hint(
+                "no date is both after:{after} and before:{before}",
+                after=self.after,
+                before=self.before,
+            )
         return Query(
             terms=tuple(self.terms),
             phrases=tuple(self.phrases),
@@ -250,13 +273,13 @@ def parse_date(value: str) -> date | None:
 def _apply_operator(b: _Builder, op: str, value: str, raw: str, negated: bool) -> None:
     value = _SPACE_RE.sub(" ", value).strip()
     if negated:
-        b.hint(f'"-{op}:" cannot be negated, ignored')
+        b.hint('"-{op}:" cannot be negated, ignored', op=op)
     elif op in ("from", "to", "cc", "filename", "in", "is"):
         value = value.lower().strip("<>")
         if value:
             _append_new(b.fields.setdefault(op, []), value)
         else:
-            b.hint(f'nothing after "{op}:", ignored')
+            b.hint('nothing after "{op}:", ignored', op=op)
     elif op == "subject":
         tokens = tokenize(value)
         if tokens:
@@ -267,11 +290,11 @@ def _apply_operator(b: _Builder, op: str, value: str, raw: str, negated: bool) -
         if value.lower() in _ATTACHMENT_WORDS:
             b.has_attachment = True
         else:
-            b.hint(f'unknown "has:{value}", ignored (try has:attachment)')
+            b.hint('unknown "has:{value}", ignored (try has:attachment)', value=value)
     else:  # before / after
         day = parse_date(value)
         if day is None:
-            b.hint(f"bad date in {raw} (use YYYY-MM-DD), ignored")
+            b.hint("bad date in {raw} (use YYYY-MM-DD), ignored", raw=raw)
         elif op == "before":
             b.before = day if b.before is None else min(b.before, day)
         else:
@@ -290,7 +313,7 @@ def parse_query(text: str) -> Query:
     b = _Builder()
     if len(text) > _MAX_QUERY_CHARS:
         text = text[:_MAX_QUERY_CHARS]
-        b.hint(f"query cut to its first {_MAX_QUERY_CHARS} characters")
+        b.hint("query cut to its first {count} characters", count=_MAX_QUERY_CHARS)
     i, n = 0, len(text)
     negate_next = False
     while i < n:
@@ -314,7 +337,7 @@ def parse_query(text: str) -> Query:
             if i < n and text[i] in _OPEN_QUOTES:
                 value, i, closed = _read_quoted(text, i)
                 if not closed:
-                    b.hint(f'unclosed quote after "{name}:", read to the end')
+                    b.hint('unclosed quote after "{name}:", read to the end', name=name)
             else:
                 value, i = _read_word(text, i)
             _apply_operator(b, name, value, text[match.start() : i], negated)
@@ -322,7 +345,7 @@ def parse_query(text: str) -> Query:
         word, i = _read_word(text, i)
         is_url = name in _URL_SCHEMES or word[len(name) + 1 :].startswith("//")
         if match and not is_url:
-            b.hint(f'unknown operator "{match.group(0)}", searched as words')
+            b.hint('unknown operator "{operator}", searched as words', operator=match.group(0))
             for token in tokenize(word):
                 b.words([token], negated=negated)
         elif word in ("OR", "AND", "NOT") and not negated:

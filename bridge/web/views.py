@@ -15,11 +15,12 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.core.query import parse_query
+from bridge.core.query import Hint, parse_query
+from bridge.i18n import translator
 from bridge.search import search
 from bridge.store import browse
 from bridge.web import downloads, thread_page
-from bridge.web.context import render, require_viewer, timezone
+from bridge.web.context import language, render, require_viewer, timezone
 from bridge.web.keys import config_of, store_of
 from bridge.web.page_cache import Rendered, cache_of, reader_key, render_page, respond
 
@@ -184,7 +185,11 @@ async def search_page(request: web.Request) -> web.Response:
                 viewer=viewer,
             )
         )
-    hints = results.hints if results is not None else parse_query(text).hints
+    found = results.hints if results is not None else parse_query(text).hints
+    _ = translator(language(request))
+    hints = [
+        _(h.template).format(**h.values) if isinstance(h, Hint) else str(h) for h in found
+    ]
     total = results.total_threads if results is not None else 0
     return _keep(
         request,

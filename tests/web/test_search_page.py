@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -143,3 +145,21 @@ async def test_hints_and_help(client: Client) -> None:
         assert operator in body
     bad = await client.get("/search", params={"q": "x", "page": "0"}, headers=headers)
     assert bad.status == 400
+
+
+async def test_hints_come_in_the_readers_language(
+    sqlite_engine: Engine, aiohttp_client: Any
+) -> None:
+    config = imported(sqlite_engine, [ENRON])
+    client = await aiohttp_client(viewer_app(sqlite_engine, config))
+    headers = sign_in(client.app, "pallen@enron.com") | {"Accept-Language": "fr"}
+    response = await client.get("/search?q=has:wings%20gas", headers=headers)
+    body = await response.text()
+    assert response.status == 200
+    assert "« has:wings » inconnu : ignoré (essayez has:attachment)" in body
+    english = await client.get(
+        "/search?q=has:wings%20gas", headers=sign_in(client.app, "pallen@enron.com")
+    )
+    assert 'unknown "has:wings", ignored (try has:attachment)' in html.unescape(
+        await english.text()
+    )
