@@ -1,10 +1,12 @@
--- wrk script for bench/web.py: rotates over a file of paths, sends the
--- session cookie, and paces each connection with delay() (Debian's wrk has
--- no -R). Arguments after `--`: PATHS_FILE COOKIE DELAY_MS
+-- wrk script for bench/web.py: rotates over a file of paths and over the
+-- readers' session cookies, and paces each connection with delay() (Debian's
+-- wrk has no -R). Arguments after `--`: PATHS_FILE COOKIES DELAY_MS, where
+-- COOKIES are comma-separated.
 -- done() prints one JSON line that bench/web.py reads.
 
 local paths = {}
-local cookie = ""
+local cookies = {}
+local turn = 0
 local pause = 0
 local at = 0
 
@@ -14,10 +16,13 @@ function init(args)
       paths[#paths + 1] = line
     end
   end
-  cookie = args[2]
+  for value in string.gmatch(args[2], "[^,]+") do
+    cookies[#cookies + 1] = value
+  end
   pause = tonumber(args[3]) or 0
   -- Threads start at different places so they do not all ask for the same page.
   at = math.random(#paths)
+  turn = math.random(#cookies)
 end
 
 function delay()
@@ -26,7 +31,8 @@ end
 
 function request()
   at = at % #paths + 1
-  return wrk.format("GET", paths[at], { ["Cookie"] = "bridge_session=" .. cookie })
+  turn = turn % #cookies + 1
+  return wrk.format("GET", paths[at], { ["Cookie"] = "bridge_session=" .. cookies[turn] })
 end
 
 function done(summary, latency, requests)

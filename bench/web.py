@@ -1,9 +1,12 @@
 """Viewer benchmark: `python bench/web.py STORE_DB [--duration 30] [--rate 200]`.
 
 Starts the real app (`bridge.web.app.make_app` over a StoreRunner on the
-given SQLite store) in a subprocess on a free loopback port, signs in the
-person who wrote in the most threads (on the R lists: some 4,000 threads),
-picks real threads of about 50 messages and real search queries, then:
+given SQLite store) in a subprocess on a free loopback port. The R lists are
+spaces open to staff, and the READERS people who wrote in the most threads
+are staff and signed in (one session each); the most active of them is the
+reader of the probe and the single-request timings. It picks real threads of
+about 50 messages and real search queries, then (wrk rotating over every
+reader's session, so kept pages are shared only as the app shares them):
 
 1. paced load: wrk (Debian's, no `-R`: bench/web.lua paces each connection
    with `delay()`) sends thread and search pages at about RATE req/s for
@@ -84,7 +87,7 @@ def serve(db: str, port: int) -> None:
     from bridge.web.app import make_app
     from bridge.web.metrics import Metrics
 
-    config = parse_config(bench_config(os.environ["BENCH_READER"]), "bench.toml")
+    config = parse_config(bench_config(os.environ["BENCH_READERS"].split(",")), "bench.toml")
     store = StoreRunner(make_engine(db))
     signer = Signer(bytes.fromhex(os.environ["BENCH_KEY"]))
     app = make_app(store, Metrics(), dict, config=lambda: config, signer=signer)
@@ -99,12 +102,12 @@ def serve(db: str, port: int) -> None:
 LIST_SPACES = ("r-devel", "r-package-devel")
 
 
-def bench_config(reader: str) -> dict[str, Any]:
-    domain = reader.rpartition("@")[2]
+def bench_config(readers: list[str]) -> dict[str, Any]:
+    domains = sorted({reader.rpartition("@")[2] for reader in readers})
     cache_mb = int(os.environ.get("BENCH_PAGE_CACHE_MB", "64"))
     return {
         "web": {"cookie_secure": False, "page_cache_mb": cache_mb},
-        "bridge": {"staff_domains": [domain]},
+        "bridge": {"staff_domains": domains},
         "spaces": [{"slug": slug, "visibility": "staff"} for slug in LIST_SPACES],
     }
 
@@ -131,8 +134,8 @@ def assign_list_spaces(session: Any) -> None:
         )
 
 
-def prepare(db: str, key: bytes) -> dict[str, Any]:
-    """The reader, a session cookie, thread ids near 50 messages, and the chosen URLs."""
+def prepare(db: str, key: bytes, readers: int) -> dict[str, Any]:
+    """The readers and their session cookies, thread ids near 50 messages."""
     from sqlalchemy import text
     from sqlalchemy.orm import Session
 
@@ -149,14 +152,20 @@ def prepare(db: str, key: bytes) -> dict[str, Any]:
     with Session(engine) as session, session.begin():
         assign_list_spaces(session)
     with Session(engine) as session:
-        # The person who wrote in the most threads: a heavy, real reader.
-        reader = session.execute(
-            text(
-                "SELECT p.address FROM messages m JOIN people p ON p.id = m.sender_id "
-                "GROUP BY p.address ORDER BY count(DISTINCT m.thread_id) DESC LIMIT 1"
-            )
-        ).scalar_one()
-        config = parse_config(bench_config(reader), "bench.toml")
+        # The people who wrote in the most threads: heavy, real readers; the
+        # first is the one the probe and the single-request timings sign in as.
+        chosen = list(
+            session.execute(
+                text(
+                    "SELECT p.address FROM messages m JOIN people p ON p.id = m.sender_id "
+                    "WHERE p.address LIKE '%@%' GROUP BY p.address "
+                    "ORDER BY count(DISTINCT m.thread_id) DESC LIMIT :n"
+                ),
+                {"n": readers},
+            ).scalars()
+        )
+        reader = chosen[0]
+        config = parse_config(bench_config(chosen), "bench.toml")
         viewer = viewer_for(reader, config.spaces, config.staff_domains)
         visible = visible_thread_ids(session, viewer)
         sized = session.execute(
@@ -169,11 +178,14 @@ def prepare(db: str, key: bytes) -> dict[str, Any]:
         threads = [(tid, count) for tid, count in sized if tid in visible][:20]
         counts = session.execute(text("SELECT count(*) FROM messages")).scalar_one()
     with Session(engine) as session, session.begin():
-        raw_id = create_session(session, reader, "link", datetime.now(UTC), 1)
+        raw_ids = [create_session(session, r, "link", datetime.now(UTC), 1) for r in chosen]
     engine.dispose()
-    cookie = Signer(key).sign("session", raw_id)
+    cookies = [Signer(key).sign("session", raw_id) for raw_id in raw_ids]
+    cookie = cookies[0]
     return {
         "reader": reader,
+        "readers": chosen,
+        "cookies": cookies,
         "visible_threads": len(visible),
         "messages": counts,
         "threads": threads,
@@ -407,6 +419,12 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument(
+        "--readers",
+        type=int,
+        default=50,
+        help="signed-in readers wrk rotates over (the most active writers)",
+    )
     parser.add_argument("--probe-rate", type=float, default=10.0)
     parser.add_argument("--capacity-seconds", type=int, default=10)
     parser.add_argument(
@@ -430,7 +448,7 @@ def main() -> int:
     if args.no_page_cache:
         os.environ["BENCH_PAGE_CACHE_MB"] = "0"
     key = secrets.token_bytes(32)
-    chosen = prepare(args.db, key)
+    chosen = prepare(args.db, key, args.readers)
     if not chosen["threads"]:
         raise SystemExit("no thread of 30-80 messages is visible to the reader")
     cookie = chosen["cookie"]
@@ -438,7 +456,8 @@ def main() -> int:
     search_paths = [f"/search?q={quote(q)}" for q in SEARCHES]
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = os.environ | {"BENCH_KEY": key.hex(), "BENCH_READER": chosen["reader"]}
+    env = os.environ | {"BENCH_KEY": key.hex(), "BENCH_READERS": ",".join(chosen["readers"])}
+    every_cookie = ",".join(chosen["cookies"])
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve", args.db, "--port", str(port)], env=env
     )
@@ -472,7 +491,7 @@ def main() -> int:
         load = wrk(
             base,
             mixed,
-            cookie,
+            every_cookie,
             seconds=args.duration,
             connections=args.connections,
             delay_ms=delay_ms,
@@ -484,7 +503,7 @@ def main() -> int:
             kind: wrk(
                 base,
                 paths,
-                cookie,
+                every_cookie,
                 seconds=args.capacity_seconds,
                 connections=8,
                 delay_ms=0,
@@ -501,6 +520,7 @@ def main() -> int:
     figures = {
         "store_messages": chosen["messages"],
         "reader": chosen["reader"],
+        "readers": len(chosen["readers"]),
         "reader_threads": chosen["visible_threads"],
         "thread_sizes": [count for _, count in chosen["threads"]],
         "searches": list(SEARCHES),

@@ -9,14 +9,16 @@ are not private.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, CompoundSelect, false, or_, select
+from sqlalchemy import ColumnElement, CompoundSelect, Engine, false, func, or_, select
 from sqlalchemy.orm import Session
 
 from bridge.core.access import Viewer, may_see_message, normalize_address
-from bridge.store.tables import EnvelopeRecipient, Message, Person, Recipient, Thread
+from bridge.store.tables import Delivery, EnvelopeRecipient, Message, Person, Recipient, Thread
 
 CHUNK = 500  # ids per IN (...): well under SQLite's bound-parameter limit
 
@@ -74,6 +76,39 @@ def party_thread_ids(session: Session, viewer: Viewer, within: list[int] | None 
     found: set[int] = set()
     for part in _chunks(sorted(set(within))):
         found.update(session.execute(_party_thread_ids(session, person, part)).scalars())
+    return found
+
+
+# The threads a reader is party to change only when mail is stored, and
+# search asks for all of them at every query: kept per engine (dropped with
+# it), address and newest delivery (every stored copy is one), for the last
+# few hundred readers.
+_PARTY_SETS: WeakKeyDictionary[Engine, OrderedDict[tuple[str, int], frozenset[int]]] = (
+    WeakKeyDictionary()
+)
+_PARTY_SETS_KEPT = 512
+_PARTY_SETS_LOCK = threading.Lock()  # the store's read threads share it
+
+
+def party_thread_ids_now(session: Session, viewer: Viewer) -> frozenset[int]:
+    """`party_thread_ids` over all threads, kept until the next stored copy."""
+    address = normalize_address(viewer.address)
+    if not address:
+        return frozenset()
+    newest = session.execute(select(func.max(Delivery.id))).scalar() or 0
+    engine = session.get_bind().engine
+    key = (address, int(newest))
+    with _PARTY_SETS_LOCK:
+        kept = _PARTY_SETS.setdefault(engine, OrderedDict())
+        found = kept.get(key)
+        if found is not None:
+            kept.move_to_end(key)
+            return found
+    found = frozenset(party_thread_ids(session, viewer))
+    with _PARTY_SETS_LOCK:
+        kept[key] = found
+        while len(kept) > _PARTY_SETS_KEPT:
+            kept.popitem(last=False)
     return found
 
 
@@ -174,3 +209,35 @@ def visible_messages(session: Session, viewer: Viewer, thread_id: int) -> list[M
             thread_party=party,
         )
     ]
+
+
+def visible_message_ids(session: Session, viewer: Viewer, thread_id: int) -> tuple[int, ...]:
+    """The ids of `visible_messages`, oldest first, reading only what the rule needs.
+
+    Parties are looked up only for messages the rule could hide whoever
+    received them (private ones, or any when the viewer is no party to the
+    thread and does not read its space).
+    """
+    if thread_id not in visible_thread_ids(session, viewer, [thread_id]):
+        return ()
+    thread = session.get(Thread, thread_id)
+    if thread is None:
+        return ()
+    rows = session.execute(
+        select(Message.id, Message.space, Message.private)
+        .where(Message.thread_id == thread_id)
+        .order_by(Message.sort_date, Message.id)
+    ).all()
+    party = thread_id in party_thread_ids(session, viewer, [thread_id])
+    nobody: set[str] = set()
+
+    def shown(parties: set[str], space: str | None, private: bool) -> bool:
+        return may_see_message(
+            viewer, parties, space, private, thread.space, thread.private, thread_party=party
+        )
+
+    doubtful = [pk for pk, space, private in rows if not shown(nobody, space, private)]
+    parties = _message_parties(session, doubtful) if doubtful else {}
+    return tuple(
+        pk for pk, space, private in rows if shown(parties.get(pk, nobody), space, private)
+    )

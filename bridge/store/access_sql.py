@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.core.access import Viewer, normalize_address
-from bridge.store.access import party_thread_ids
+from bridge.store.access import party_thread_ids_now
 from bridge.store.tables import Person
 
 NEVER = "1=0"
@@ -52,7 +52,7 @@ def viewer_clause(session: Session, viewer: Viewer, params: dict[str, Any]) -> s
     listed = ",".join(f":v_space{i}" for i in range(len(spaces)))
     thread_space = f"vt.space IN ({listed})" if spaces else NEVER
     message_space = f"m.space IN ({listed})" if spaces else NEVER
-    threads = sorted(party_thread_ids(session, viewer))
+    threads = sorted(party_thread_ids_now(session, viewer))
     party_threads = f"vt.id IN ({','.join(map(str, threads))})" if threads else NEVER
     open_message = (
         "(NOT m.private AND EXISTS (SELECT 1 FROM threads vt WHERE vt.id = m.thread_id "

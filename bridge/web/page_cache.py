@@ -30,6 +30,7 @@ class Rendered:
 
     body: str
     csp_img: str = ""
+    title: str = ""
 
     @property
     def size(self) -> int:
@@ -70,6 +71,11 @@ class PageCache:
         self._items[key] = value
         self._chars += value.size
         self.resize(self.max_chars)
+
+
+def reading_key(request: web.Request) -> tuple[Hashable, ...]:
+    """What shapes a page body besides its data: language, zone, configuration."""
+    return (id(config_of(request)), language(request), timezone(request).key)
 
 
 def reader_key(request: web.Request) -> tuple[Hashable, ...]:

@@ -17,11 +17,14 @@ from aiohttp import web
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from bridge.core.access import Viewer
 from bridge.core.html import has_remote_images, page_html, remote_image_origins
+from bridge.i18n import translator
 from bridge.store import browse
-from bridge.web.context import require_viewer
+from bridge.store.access import visible_message_ids
+from bridge.web.context import language, page_context, render, require_viewer, templates
 from bridge.web.keys import CSP_IMG, store_of
-from bridge.web.page_cache import cache_of, reader_key, render_page, respond
+from bridge.web.page_cache import Rendered, cache_of, reading_key
 
 
 def add_routes(app: web.Application) -> None:
@@ -57,41 +60,57 @@ def _prepare(
     return list(detail.messages), shown, origins
 
 
-def _resolve_and_stamp(session: Session, asked: int) -> tuple[int, tuple[Any, ...] | None] | None:
+Found = tuple[int, tuple[Any, ...] | None, tuple[int, ...]]
+
+
+def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | None:
+    """The thread's current id; when it is the one asked, its stamp and what the viewer sees."""
     current = browse.resolve_thread_id(session, asked)
     if current is None:
         return None
-    return current, browse.thread_stamp(session, current) if current == asked else None
+    if current != asked:
+        return current, None, ()
+    seen = visible_message_ids(session, viewer, current)
+    return current, browse.thread_stamp(session, current), seen
 
 
 async def thread(request: web.Request) -> web.StreamResponse:
     viewer = require_viewer(request)
     asked = int(request.match_info["thread_id"])
-    found = await store_of(request).read(lambda s: _resolve_and_stamp(s, asked))
+    found = await store_of(request).read(lambda s: _resolve_and_stamp(s, asked, viewer))
     if found is None:
         raise web.HTTPNotFound()
-    current, stamp = found
+    current, stamp, seen = found
     if current != asked:
         # Permanent: links to a merged thread must keep working, and bookmarks update.
         query = f"?{request.query_string}" if request.query_string else ""
         raise web.HTTPPermanentRedirect(f"/t/{current}{query}")
+    if not seen:
+        raise web.HTTPNotFound()
     flat = request.query.get("view") == "flat"
     remote = request.query.get("images") == "1"
-    key = ("thread", current, stamp, flat, remote, *reader_key(request))
+    # Readers who see the same messages of the same thread share its body.
+    key = ("thread", current, stamp, seen, flat, remote, *reading_key(request))
     kept = cache_of(request).get(key)
-    if kept is not None:
-        return respond(request, kept)
-    detail = await store_of(request).read(lambda s: browse.thread_detail(s, viewer, current))
-    if detail is None:
-        raise web.HTTPNotFound()
+    if kept is None:
+        detail = await store_of(request).read(lambda s: browse.thread_detail(s, viewer, current))
+        if detail is None:
+            raise web.HTTPNotFound()
+        kept = _render_body(request, detail, flat, remote)
+        cache_of(request).put(key, kept)
+    if kept.csp_img:
+        request[CSP_IMG] = kept.csp_img
+    return render(request, "thread.html", {"title": kept.title, "body": Markup(kept.body)})
+
+
+def _render_body(
+    request: web.Request, detail: browse.ThreadDetail, flat: bool, remote: bool
+) -> Rendered:
     messages, shown, origins = _prepare(detail, remote)
     if flat:
         messages = detail.by_date()
-    if remote and origins:
-        request[CSP_IMG] = " ".join(sorted(origins))
-    rendered = render_page(
-        request,
-        "thread.html",
+    values = page_context(request)
+    values.update(
         {
             "thread": detail,
             "messages": messages,
@@ -99,10 +118,12 @@ async def thread(request: web.Request) -> web.StreamResponse:
             "flat": flat,
             "remote": remote,
             "any_remote": any(s.remote_images for s in shown.values()),
-        },
+        }
     )
-    cache_of(request).put(key, rendered)
-    return respond(request, rendered)
+    body = templates.get_template("_thread_body.html").render(values)
+    title = detail.subject or translator(language(request))("(no subject)")
+    csp_img = " ".join(sorted(origins)) if remote and origins else ""
+    return Rendered(body, csp_img, title)
 
 
 async def message_link(request: web.Request) -> web.StreamResponse:

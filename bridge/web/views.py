@@ -187,9 +187,7 @@ async def search_page(request: web.Request) -> web.Response:
         )
     found = results.hints if results is not None else parse_query(text).hints
     _ = translator(language(request))
-    hints = [
-        _(h.template).format(**h.values) if isinstance(h, Hint) else str(h) for h in found
-    ]
+    hints = [_(h.template).format(**h.values) if isinstance(h, Hint) else str(h) for h in found]
     total = results.total_threads if results is not None else 0
     return _keep(
         request,

@@ -25,7 +25,13 @@ from bridge.core.access import Viewer, may_see_thread, viewer_for
 from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
 from bridge.ingest.files import run_import
-from bridge.store.access import thread_participants, visible_messages, visible_thread_ids
+from bridge.store.access import (
+    party_thread_ids_now,
+    thread_participants,
+    visible_message_ids,
+    visible_messages,
+    visible_thread_ids,
+)
 from bridge.store.reading import find_message, find_thread_id, raw_bytes
 from bridge.store.tables import Message, Thread
 from tests.access_setup import SPACES_AND_RULES
@@ -181,3 +187,31 @@ def test_references_to_a_hidden_message_do_not_reveal_it(store: Engine) -> None:
 
 def known_ids(session: Session) -> set[str]:
     return set(session.execute(select(Message.message_id)).scalars())
+
+
+@pytest.mark.parametrize("address", sorted(MATRIX))
+def test_the_lean_id_reader_agrees_with_visible_messages(store: Engine, address: str) -> None:
+    who = viewer(address)
+    with Session(store) as session:
+        for tid in session.execute(select(Thread.id)).scalars():
+            lean = visible_message_ids(session, who, tid)
+            assert lean == tuple(m.id for m in visible_messages(session, who, tid)), tid
+
+
+def test_kept_party_sets_follow_new_mail(store: Engine) -> None:
+    newcomer = viewer("newcomer@example.org")
+    with Session(store) as session:
+        assert party_thread_ids_now(session, newcomer) == frozenset()
+    data = (
+        b"From: Phillip Allen <pallen@enron.com>\r\nTo: newcomer@example.org\r\n"
+        b"Subject: Welcome\r\nMessage-ID: <welcome.1@enron.com>\r\n"
+        b"Date: Mon, 3 Dec 2001 09:00:00 -0600\r\n\r\nWelcome aboard.\r\n"
+    )
+    raw = RawMessage(data, Provenance("smtp", "test", key="welcome-1"))
+    outcome = pipeline.store_alone(
+        store, pipeline.prepare(raw), datetime.now(UTC), pipeline.Tally()
+    )
+    assert outcome is pipeline.Outcome.STORED
+    with Session(store) as session:
+        welcome = find_thread_id(session, "welcome.1@enron.com")
+        assert party_thread_ids_now(session, newcomer) == frozenset({welcome})

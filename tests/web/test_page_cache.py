@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge import pipeline
 from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
 from bridge.store.reading import find_thread_id
+from bridge.store.tables import Message
 from bridge.web.keys import PAGE_CACHE
 from tests.web.support import ENRON, LKML, imported, sign_in, viewer_app
 
@@ -113,3 +114,32 @@ async def test_a_kept_page_never_reaches_another_reader(site: tuple[Client, Engi
     _, party_home = await page(client, "/", PARTY)
     _, outsider_home = await page(client, "/", OUTSIDER)
     assert f"/t/{thread}" in party_home and f"/t/{thread}" not in outsider_home
+
+
+async def test_readers_who_see_the_same_messages_share_a_body(
+    site: tuple[Client, Engine],
+) -> None:
+    client, engine = site
+    cache = client.app[PAGE_CACHE]
+    with Session(engine) as session:
+        heads = session.scalar(
+            select(Message.thread_id).where(Message.subject.startswith("Heads up")).limit(1)
+        )
+    first_status, first = await page(client, f"/t/{heads}", "someone.new@enron.com")
+    hits = cache.hits
+    second_status, second = await page(client, f"/t/{heads}", "another.trader@enron.com")
+    assert (first_status, second_status) == (200, 200)
+    assert cache.hits == hits + 1  # two staff readers of an open space: one body
+    assert body_of(first) == body_of(second)
+    # In the RapidIO thread the party sees Neuling's private messages; a space
+    # member who was no party sees none: never the same body.
+    thread = root_thread(engine)
+    _, party = await page(client, f"/t/{thread}", PARTY)
+    status, member = await page(client, f"/t/{thread}", "observer@example.org")
+    if status == 200:
+        assert body_of(member) != body_of(party)
+    assert "mikey@neuling.org" in party and "mikey@neuling.org" not in member
+
+
+def body_of(page: str) -> str:
+    return page.split("<main", 1)[1].split("</main>", 1)[0]
