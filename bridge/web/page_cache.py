@@ -1,14 +1,15 @@
-"""Rendered pages kept for their reader until what they show changes.
+"""Rendered pages kept until what they show changes.
 
 A thread page of fifty messages costs milliseconds of database reads and
-template work; readers come back to the same threads and searches. A page
-is kept under a key made of everything that shapes it: the page and its
-arguments, the reader's access (address, staff, spaces) and the
-configuration object that gave it, their language and time zone, their
-session's form token (the page's forms carry it), and a stamp read from the
-store that changes whenever the page's data does (for a thread: its row and
-the newest delivery of its messages; for listings and searches: the newest
-delivery in the store). A key is never shared between readers or sessions.
+template work, and many people read the same threads. A thread page's body
+is kept under the thread, a stamp that changes whenever its data does (its
+row and the newest delivery of its messages), the exact messages the reader
+may see, their language and zone, and the configuration object: readers who
+see the same messages share it, and the shell around it (header, forms with
+the session's token) is rendered for each request. Listing and search pages
+are kept whole per reader and session (their forms carry its token), under
+the store's newest delivery. A key is never shared by readers who may see
+different things.
 """
 
 from __future__ import annotations
