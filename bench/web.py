@@ -471,8 +471,11 @@ def main() -> int:
         }
         probe_rate = args.probe_rate
         # Each paced connection waits `delay` between answers: C / (delay + latency) ≈ rate.
+        # The latency allowance is the pages' own time alone plus wrk's turnaround.
         paced = max(1.0, args.rate - probe_rate)
-        delay_ms = max(0, int(args.connections * 1000 / paced) - 5)
+        alone = [unloaded[k]["p50_ms"] or 0.0 for k in ("thread", "search")]
+        allowance = 5 + sum(alone) / len(alone)
+        delay_ms = max(0, round(args.connections * 1000 / paced - allowance))
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
             json.dump(
                 {
