@@ -177,6 +177,11 @@ class Daemon:
             self.web_bound.host,
             self.web_bound.port,
         )
+        if not self.config.outbound.host:
+            log.warning(
+                "no [outbound] relay: sign-in links and digests wait in the outbox; "
+                "`bridge login-link ADDRESS` prints a sign-in link"
+            )
 
     async def _listen(self, listener: ListenerConfig, context: Any) -> None:
         location = f"{listener.protocol}://{listener.host}:{listener.port}"
