@@ -70,6 +70,7 @@ def load_session(session: Session, raw_id: str, now: datetime) -> SignedIn | Non
             User.language,
             User.timezone,
             User.digest_frequency,
+            User.feed_epoch,
         )
         .outerjoin(User, User.address == WebSession.address)
         .where(WebSession.id_hash == secret_hash(raw_id), WebSession.expires_at > now)
@@ -77,7 +78,11 @@ def load_session(session: Session, raw_id: str, now: datetime) -> SignedIn | Non
     if row is None:
         return None
     prefs = UserPrefs(
-        row.address, row.language or "", row.timezone or "", row.digest_frequency or ""
+        row.address,
+        row.language or "",
+        row.timezone or "",
+        row.digest_frequency or "",
+        row.feed_epoch or 0,
     )
     return SignedIn(row.address, row.via, prefs)
 

@@ -17,7 +17,8 @@ from aiohttp import web
 
 from bridge.core.access import Viewer
 from bridge.i18n import LANGUAGES, format_date, format_datetime, negotiate, translator, zone
-from bridge.web.keys import CSRF_TOKEN, USER, VIEWER, config_of
+from bridge.web.auth_store import feed_token
+from bridge.web.keys import CSRF_TOKEN, USER, VIEWER, config_of, signer_of
 
 LANGUAGE_COOKIE = "lang"
 TIMEZONE_COOKIE = "tz"
@@ -73,6 +74,15 @@ def timezone(request: web.Request) -> ZoneInfo:
     if prefs is not None and prefs.timezone:
         return zone(prefs.timezone, fallback)
     return zone(request.cookies.get(TIMEZONE_COOKIE, "") or fallback, fallback)
+
+
+def feed_url(request: web.Request, path: str) -> str:
+    """The reader's own link to the Atom feed at `path` (`/feeds/t/42.atom`); "" signed out."""
+    prefs = request.get(USER)
+    if prefs is None:
+        return ""
+    token = feed_token(signer_of(request), prefs.address, prefs.feed_epoch)
+    return f"{config_of(request).web.public_url}{path}?token={token}"
 
 
 def page_context(request: web.Request) -> dict[str, Any]:

@@ -48,6 +48,7 @@ class UserPrefs:
     language: str = ""
     timezone: str = ""
     digest_frequency: str = ""
+    feed_epoch: int = 0  # part of their feed tokens (see auth_store.feed_token)
 
 
 def store_of(request: web.Request) -> StoreRunner:

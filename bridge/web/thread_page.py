@@ -22,7 +22,14 @@ from bridge.core.html import has_remote_images, page_html, remote_image_origins
 from bridge.i18n import translator
 from bridge.store import browse
 from bridge.store.access import visible_message_ids
-from bridge.web.context import language, page_context, render, require_viewer, templates
+from bridge.web.context import (
+    feed_url,
+    language,
+    page_context,
+    render,
+    require_viewer,
+    templates,
+)
 from bridge.web.keys import CSP_IMG, store_of
 from bridge.web.page_cache import Rendered, cache_of, reading_key
 
@@ -100,7 +107,9 @@ async def thread(request: web.Request) -> web.StreamResponse:
         cache_of(request).put(key, kept)
     if kept.csp_img:
         request[CSP_IMG] = kept.csp_img
-    return render(request, "thread.html", {"title": kept.title, "body": Markup(kept.body)})
+    feed = feed_url(request, f"/feeds/t/{current}.atom")
+    context = {"title": kept.title, "body": Markup(kept.body), "feed": feed}
+    return render(request, "thread.html", context)
 
 
 def _render_body(

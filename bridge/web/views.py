@@ -20,7 +20,7 @@ from bridge.i18n import translator
 from bridge.search import search
 from bridge.store import browse
 from bridge.web import downloads, thread_page
-from bridge.web.context import language, render, require_viewer, timezone
+from bridge.web.context import feed_url, language, render, require_viewer, timezone
 from bridge.web.keys import config_of, store_of
 from bridge.web.page_cache import Rendered, cache_of, reader_key, render_page, respond
 
@@ -138,6 +138,7 @@ async def space(request: web.Request) -> web.Response:
             "filters": filters,
             "pager": pages(total, page, PAGE_SIZE),
             "pager_query": {k: ("1" if v is True else v) for k, v in filters.items() if v},
+            "feed": feed_url(request, f"/feeds/s/{slug}.atom"),
         },
     )
 

@@ -196,3 +196,20 @@ async def test_feeds_answer_alike_on_each_backend(
     who = "someone.new@enron.com"
     status, body = await fetch(client, "/feeds/s/trading.atom", token(client, who))
     assert status == 200 and len(valid_atom(body).findall(f"{A}entry")) == 5
+
+
+async def test_thread_and_space_pages_link_the_readers_own_feeds(client: TestClient) -> None:
+    who = "heather.dunton@enron.com"  # staff: reads the "trading" space
+    tid = await thread_id(client, who, "Heads up")
+    for page in (f"/t/{tid}", "/s/trading"):
+        response = await client.get(page, headers=sign_in(client.app, who))
+        body = await response.text()
+        found = re.search(
+            r'<link rel="alternate" type="application/atom\+xml"[^>]* href="([^"]+)"', body
+        )
+        assert found, page
+        url = found.group(1).replace("&amp;", "&")
+        path = url.split("://", 1)[1].split("/", 1)[1]
+        feed = await client.get("/" + path)  # no cookie: the token alone
+        assert feed.status == 200, page
+        valid_atom(await feed.read())

@@ -142,4 +142,6 @@ async def test_readers_who_see_the_same_messages_share_a_body(
 
 
 def body_of(page: str) -> str:
-    return page.split("<main", 1)[1].split("</main>", 1)[0]
+    """The thread itself: the page's main part without the reader's own feed link."""
+    main = page.split("<main", 1)[1].split("</main>", 1)[0]
+    return main.split('<p class="feed">', 1)[0]

@@ -78,7 +78,11 @@ DOM_CHECK = """
     if (tag === 'script' && !(el.getAttribute('src') || '').startsWith('/static/'))
       bad.push('script ' + el.outerHTML.slice(0, 80));
     if (tag === 'style') bad.push('style');
-    if (tag === 'link' && !(el.getAttribute('href') || '').startsWith('/static/')) bad.push('link');
+    // Our own: the stylesheet, and the reader's Atom feed named in the head.
+    const href = el.getAttribute('href') || '';
+    const feed = el.getAttribute('rel') === 'alternate' && el.parentElement === document.head
+      && el.getAttribute('type') === 'application/atom+xml' && href.includes('/feeds/');
+    if (tag === 'link' && !href.startsWith('/static/') && !feed) bad.push('link');
     if (tag === 'meta' && el.getAttribute('http-equiv')) bad.push('meta http-equiv');
     if (tag === 'form' && !(el.getAttribute('action') || '').startsWith('/')) bad.push('form');
   }
