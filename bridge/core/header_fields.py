@@ -10,6 +10,7 @@ import base64
 import binascii
 import re
 from datetime import UTC, datetime, timedelta
+from email.errors import HeaderParseError
 from email.utils import parsedate_tz
 
 from mailparser.utils import get_addresses
@@ -96,7 +97,14 @@ def address_list(text: str) -> tuple[tuple[Address, ...], list[str]]:
     if simple is not None:
         return simple, []
     diagnostics: list[dict[str, object]] = []
-    pairs = get_addresses(text, defects=diagnostics, decode_names=True)
+    try:
+        pairs = get_addresses(text, defects=diagnostics, decode_names=True)
+    except HeaderParseError:
+        # A broken encoded word in a display name (bad base64): read the
+        # addresses with the names left encoded, and say so.
+        diagnostics = []
+        pairs = get_addresses(text, defects=diagnostics, decode_names=False)
+        diagnostics.append({"reason": "undecodable-name", "recovered": True})
     found = [
         Address(name=clean_text(name), address=clean_text(addr).lower())
         for name, addr in pairs

@@ -419,3 +419,15 @@ def test_random_bytes_parse_or_are_refused(data: bytes) -> None:
 def test_random_bodies_under_real_headers(data: bytes) -> None:
     head = b"From: a@b\nSubject: =?utf-8?q?x?=\nContent-Type: multipart/mixed; boundary=b\n\n"
     assert isinstance(outcome(head + data), ParsedMessage | ParseError)
+
+
+def test_a_name_with_broken_base64_keeps_its_address() -> None:
+    """Found by the mutation test: bad base64 in an encoded word of a display name."""
+    data = (
+        b"From: =?utf-8?b?=itBUHctcmdlbiBTY2htK0FQdy1yZ2Vu?= <joerg@example.de>\n"
+        b"To: Bob <bob@example.org>\nSubject: hi\nMessage-ID: <b64.1@example.de>\n\nHello\n"
+    )
+    parsed = outcome(data)
+    assert isinstance(parsed, ParsedMessage)
+    assert parsed.sender is not None and parsed.sender.address == "joerg@example.de"
+    assert [a.address for a in parsed.to] == ["bob@example.org"]
