@@ -169,41 +169,13 @@ def compose(
     message_id_domain: str,
     now: datetime,
     extra_headers: Mapping[str, str] | None = None,
-) -> EmailMessage:
-    """A message ready for `outbox.enqueue`, verified to parse back unchanged.
+) -> tuple[EmailMessage, bytes]:
+    """The message and its verified wire bytes, ready for `outbox.enqueue` (enqueue the bytes:
+    no second serialising).
 
     Raises AddressError for a From or To that does not parse, ValueError for
     a bad Message-ID domain or extra header name.
     """
-    message, _ = compose_bytes(
-        from_address=from_address,
-        from_name=from_name,
-        to_address=to_address,
-        to_name=to_name,
-        subject=subject,
-        text=text,
-        html=html,
-        message_id_domain=message_id_domain,
-        now=now,
-        extra_headers=extra_headers,
-    )
-    return message
-
-
-def compose_bytes(
-    *,
-    from_address: str,
-    from_name: str,
-    to_address: str,
-    to_name: str,
-    subject: str,
-    text: str,
-    html: str | None = None,
-    message_id_domain: str,
-    now: datetime,
-    extra_headers: Mapping[str, str] | None = None,
-) -> tuple[EmailMessage, bytes]:
-    """The message and its verified wire bytes (enqueue the bytes: no second serialising)."""
     domain = message_id_domain.strip().lower()
     if not _DOMAIN.fullmatch(domain):
         raise ValueError(f"message_id_domain {message_id_domain!r} is not a domain")

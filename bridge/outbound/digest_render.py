@@ -20,7 +20,7 @@ import jinja2
 
 from bridge.core.digest import DigestContent, DigestItem, first_lines
 from bridge.i18n import Translate, format_datetime, translator
-from bridge.outbound.compose import compose_bytes
+from bridge.outbound.compose import compose
 from bridge.signing import UNSUBSCRIBE, Signer
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -228,7 +228,7 @@ def digest_message(
         "List-Unsubscribe": f"<{rendered.unsubscribe_url}>, <{mailto}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    return compose_bytes(
+    return compose(
         from_address=from_address,
         from_name="Bridge",
         to_address=reader.address,

@@ -40,6 +40,7 @@ from bridge.i18n import zone
 from bridge.outbound import outbox
 from bridge.outbound.digest_render import read_frequency_token
 from bridge.signing import Signer
+from bridge.store.access import message_parties
 from bridge.store.db import insert_ignore
 from bridge.store.reading import raw_bytes
 from bridge.store.tables import DigestSend, Message, Person, Skipped, Thread, User, table
@@ -252,7 +253,7 @@ def plan(
             if t.private:
                 private.update(r.id for r in rows if r.thread_id == t.id)
     # Who a message went to matters only where privacy asks (see core.access).
-    parties = _message_parties(session, sorted(private))
+    parties = message_parties(session, sorted(private))
     nobody: set[str] = set()
     for r in rows:
         if r.thread_id not in result.threads:
@@ -300,20 +301,13 @@ def _threads_by_party(session: Session, tids: list[int]) -> dict[str, set[int]]:
     by_party: dict[str, set[int]] = {}
     pks = sorted(shape)
     for i in range(0, len(pks), CHUNK * 10):
-        for pk, who in _message_parties(session, pks[i : i + CHUNK * 10]).items():
+        for pk, who in message_parties(session, pks[i : i + CHUNK * 10]).items():
             tid, sender_id, parent = shape[pk]
             sender = senders.get(sender_id) if sender_id is not None else None
             for address in who:
                 if address != sender or parent is None:
                     by_party.setdefault(sys.intern(address), set()).add(tid)
     return by_party
-
-
-def _message_parties(session: Session, pks: list[int]) -> dict[int, set[str]]:
-    """Each message's parties (the same rule as `store.access`), for messages in the window."""
-    from bridge.store.access import _message_parties as parties
-
-    return parties(session, pks)
 
 
 # -- claim and enqueue -------------------------------------------------------------

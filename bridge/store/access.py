@@ -144,7 +144,7 @@ def visible_thread_ids(
     return seen
 
 
-def _message_parties(session: Session, message_pks: list[int]) -> dict[int, set[str]]:
+def message_parties(session: Session, message_pks: list[int]) -> dict[int, set[str]]:
     """Lower-case addresses of each message's sender, To/Cc/Bcc and envelope recipients."""
     parties: dict[int, set[str]] = defaultdict(set)
     for part in _chunks(message_pks):
@@ -171,7 +171,7 @@ def thread_participants(session: Session, thread_ids: list[int]) -> dict[int, se
         rows = session.execute(
             select(Message.id, Message.thread_id).where(Message.thread_id.in_(part))
         ).all()
-        parties = _message_parties(session, [pk for pk, _ in rows])
+        parties = message_parties(session, [pk for pk, _ in rows])
         for pk, tid in rows:
             result[tid] |= parties.get(pk, set())
     return result
@@ -182,33 +182,14 @@ def visible_messages(session: Session, viewer: Viewer, thread_id: int) -> list[M
 
     Callers answer 404 on [] exactly as for a missing thread.
     """
-    if thread_id not in visible_thread_ids(session, viewer, [thread_id]):
+    ids = visible_message_ids(session, viewer, thread_id)
+    if not ids:
         return []
-    thread = session.get(Thread, thread_id)
-    if thread is None:
-        return []
-    messages = list(
-        session.execute(
-            select(Message)
-            .where(Message.thread_id == thread_id)
-            .order_by(Message.sort_date, Message.id)
-        ).scalars()
-    )
-    parties = _message_parties(session, [m.id for m in messages])
-    party = thread_id in party_thread_ids(session, viewer, [thread_id])
-    return [
-        m
-        for m in messages
-        if may_see_message(
-            viewer,
-            parties.get(m.id, set()),
-            m.space,
-            m.private,
-            thread.space,
-            thread.private,
-            thread_party=party,
-        )
-    ]
+    by_id: dict[int, Message] = {}
+    for part in _chunks(list(ids)):
+        query = select(Message).where(Message.id.in_(part))
+        by_id.update((m.id, m) for m in session.scalars(query))
+    return [by_id[pk] for pk in ids]
 
 
 def visible_message_ids(session: Session, viewer: Viewer, thread_id: int) -> tuple[int, ...]:
@@ -237,7 +218,7 @@ def visible_message_ids(session: Session, viewer: Viewer, thread_id: int) -> tup
         )
 
     doubtful = [pk for pk, space, private in rows if not shown(nobody, space, private)]
-    parties = _message_parties(session, doubtful) if doubtful else {}
+    parties = message_parties(session, doubtful) if doubtful else {}
     return tuple(
         pk for pk, space, private in rows if shown(parties.get(pk, nobody), space, private)
     )

@@ -24,7 +24,7 @@ from bridge.core.access import Viewer, may_see_message, normalize_address
 from bridge.core.normalize import normalize_message_id
 from bridge.core.parse import attachment_data, attachment_parts
 from bridge.store.access import (
-    _message_parties,
+    message_parties,
     party_thread_ids,
     visible_condition,
     visible_messages,
@@ -272,7 +272,7 @@ def summarize(session: Session, viewer: Viewer, threads: list[Thread]) -> list[T
         for pk, tid, space, private, _s, _a in rows
         if not _plainly_visible(viewer, space, private, by_id[tid], tid in party)
     ]
-    parties = _message_parties(session, doubtful) if doubtful else {}
+    parties = message_parties(session, doubtful) if doubtful else {}
     counts: dict[int, int] = defaultdict(int)
     senders: dict[int, list[int]] = defaultdict(list)
     files: set[int] = set()
@@ -533,7 +533,7 @@ def _visible_message(session: Session, viewer: Viewer, pk: int) -> Message | Non
         )
     ).scalar():
         return None
-    parties = _message_parties(session, [pk]).get(pk, set())
+    parties = message_parties(session, [pk]).get(pk, set())
     party = thread.id in party_thread_ids(session, viewer, [thread.id])
     if not may_see_message(
         viewer,
@@ -642,7 +642,7 @@ def newest_messages(
             )
         ):
             shape[tid] = (tspace, tprivate, subject)
-        parties = _message_parties(session, [pk for pk, *_ in rows])
+        parties = message_parties(session, [pk for pk, *_ in rows])
         party = party_thread_ids(session, viewer, sorted({tid for _pk, tid, *_ in rows}))
         for pk, tid, mspace, mprivate, sort_date in rows:
             tspace, tprivate, _subject = shape[tid]

@@ -329,7 +329,7 @@ async def login_request(request: web.Request) -> web.StreamResponse:
         subject, text = _link_mail_text(lang, link)
         from_address, domain = _sender(config)
         # Built for everyone, sent to those who may sign in: the work is the same.
-        message = compose(
+        _message, data = compose(
             from_address=from_address,
             from_name="Bridge",
             to_address=address,
@@ -340,7 +340,7 @@ async def login_request(request: web.Request) -> web.StreamResponse:
             now=now,
         )
         if eligible:
-            outbox.enqueue(s, message, recipients=[address], now=now)
+            outbox.enqueue(s, data, recipients=[address], now=now)
         auth_store.purge_expired(s, now)
         return True
 

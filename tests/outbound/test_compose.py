@@ -41,7 +41,7 @@ def build(**overrides: object) -> bytes:
         "extra_headers": {},
     }
     values.update(overrides)
-    return verify(compose(**values))  # type: ignore[arg-type]
+    return verify(compose(**values)[0])  # type: ignore[arg-type]
 
 
 def strict(data: bytes):  # type: ignore[no-untyped-def]

@@ -39,7 +39,7 @@ The physical tabs still link to the old book.
 
 
 def sign_in_mail() -> bytes:
-    message = compose(
+    _message, data = compose(
         from_address=BRIDGE,
         from_name="Bridge",
         to_address="kenneth.lay@enron.com",
@@ -49,7 +49,7 @@ def sign_in_mail() -> bytes:
         message_id_domain=DOMAIN,
         now=datetime.now(UTC),
     )
-    return message.as_bytes()
+    return data
 
 
 def test_own_mail_read_over_imap_is_kept_not_bridged(
