@@ -141,7 +141,11 @@ class Message(Base):
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     arrival: Mapped[int] = mapped_column(BigInteger, default=0)
 
-    __table_args__ = (Index("ix_messages_subject_norm_sort_date", "subject_norm", "sort_date"),)
+    __table_args__ = (
+        Index("ix_messages_subject_norm_sort_date", "subject_norm", "sort_date"),
+        # The access rule's space arm: a reader's open space messages by index alone.
+        Index("ix_messages_space_private_thread_id", "space", "private", "thread_id", "sort_date"),
+    )
 
 
 class MessageId(Base):
@@ -422,3 +426,36 @@ class DigestSend(Base):
     outbox_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """Something an admin did or looked at that others may need to account for.
+
+    `actor` is who did it (a signed-in admin's address, or the local user
+    who ran a command), `action` a short name (`access.show`,
+    `search.as`), `subject` what it was about (an address, a thread).
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    subject: Mapped[str] = mapped_column(String(998), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class StoreTask(Base):
+    """Progress of a data step that runs after a schema upgrade, in committed batches.
+
+    A step killed halfway resumes from `position`; `done` is set once it has
+    covered the whole store.
+    """
+
+    __tablename__ = "store_tasks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
