@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"bridge: error: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("bridge: interrupted", file=sys.stderr)  # noqa: T201
         return 130
@@ -89,6 +89,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--workers", type=int, help="parser processes (default: 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--owner",
+        action="append",
+        type=owner_address,
+        default=[],
+        metavar="ADDRESS",
+        help="ADDRESS received every copy imported (repeatable)",
+    )
+    p.add_argument(
+        "--owners",
+        metavar="FILE",
+        help='TOML table of mailbox = address(es), e.g. allen-p = "phillip.allen@enron.com"',
+    )
 
     p = command("search", commands.cmd_search, "search stored mail, results by thread")
     p.add_argument("query", nargs="+")
@@ -115,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="FILE", help="show: write the raw bytes here")
 
     p = command(
+        "collisions",
+        commands.cmd_collisions,
+        "list or show messages stored apart because their Message-ID is held by other content",
+    )
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("ident", nargs="?", type=int, metavar="PK")
+
+    p = command(
         "rules", rules_cli.cmd_rules, "test the rules on a message, or replay them over stored mail"
     )
     rules_cli.add_arguments(p)
@@ -132,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("run", commands.cmd_run, "run the daemon (SMTP and web)")
     return parser
+
+
+def owner_address(value: str) -> str:
+    """An `--owner` argument: a lower-case address (argparse exits 2 otherwise)."""
+    from bridge.config import owner_problem
+
+    problem = owner_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{value!r}: {problem}")
+    return value
 
 
 def open_engine(args: argparse.Namespace, config: Config, *, upgrade: bool = True) -> Engine:

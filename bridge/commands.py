@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from bridge.cli import open_engine, utcnow, write_json
@@ -27,7 +28,13 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     from tqdm import tqdm
 
     from bridge.ingest.files import run_import
+    from bridge.ingest.owners import Owners, load_owners
 
+    owners = Owners(
+        tuple(dict.fromkeys(args.owner)),
+        load_owners(args.owners) if args.owners else {},
+        mapped=bool(args.owners),
+    )
     engine = open_engine(args, config)
     bar = tqdm(
         total=0,
@@ -57,6 +64,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
             workers=args.workers or config.imports.workers,
             batch_size=config.imports.batch_size,
             rules=config.ruleset,
+            owners=owners,
             stop=lambda: bool(interrupts),
             progress=bar.update,
             on_total=set_total,
@@ -79,6 +87,10 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
     )
     for reason, count in sorted(tally.quarantine_reasons.items()):
         out.write(f"  quarantined ({reason}): {count}\n")
+    if owners and not result.interrupted:
+        out.write(f"owners recorded on {result.owners_recorded} copies already stored\n")
+    for mailbox in result.unowned:
+        sys.stderr.write(f"bridge: warning: {args.owners} has no owner for mailbox {mailbox!r}\n")
     if result.interrupted:
         sys.stderr.write("bridge: interrupted; run the same command again to resume\n")
         return 130
@@ -281,6 +293,40 @@ def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
             failed += 1
         sys.stdout.write(f"{ident}: {outcome.value}{' (' + reason + ')' if reason else ''}\n")
     return 1 if failed and args.ident is not None else 0
+
+
+def cmd_collisions(args: argparse.Namespace, config: Config) -> int:
+    """`bridge collisions list|show PK`: copies stored apart for an id held by other content."""
+    from sqlalchemy.orm import Session
+
+    from bridge.errors import BridgeError
+    from bridge.store import collisions
+
+    def when(value: datetime | None) -> str:
+        return f"{value:%Y-%m-%d %H:%M}" if value else "-"
+
+    engine = open_engine(args, config)
+    with Session(engine) as session:
+        if args.action == "list":
+            found = collisions.list_collisions(session, limit=10_000)
+            for c in found:
+                held = ",".join(str(pk) for pk in c.holders) or "-"
+                sys.stdout.write(
+                    f"{c.pk}\t{when(c.date)}\t{c.stored_id}\theld by {held}\t{c.subject}\n"
+                )
+            sys.stdout.write(f"{len(found)} id collisions\n")
+            return 0
+        if args.ident is None:
+            raise BridgeError("collisions show needs a PK (see `bridge collisions list`)")
+        c = collisions.get_collision(session, args.ident)
+    sys.stdout.write(
+        f"pk: {c.pk}\nstored id: {c.stored_id}\nreal id: {' '.join(c.real_ids)}\n"
+        f"held by: {' '.join(str(pk) for pk in c.holders) or '-'}\n"
+        f"date: {when(c.date)}\nsender: {c.sender}\nsubject: {c.subject}\n"
+    )
+    for copy in c.copies:
+        sys.stdout.write(f"copy: {copy.source} {copy.location} {copy.mailbox} {copy.key}\n")
+    return 0
 
 
 def cmd_db(args: argparse.Namespace, config: Config) -> int:

@@ -211,6 +211,9 @@ class ImapAccount:
     poll_interval: float = field(default=60.0, metadata=_check(_positive))
     connect_timeout: float = field(default=30.0, metadata=_check(_positive))
     read_timeout: float = field(default=120.0, metadata=_check(_positive))
+    # The people every copy read from this account was delivered to (its
+    # envelope_to): a personal mailbox lists its owner, a shared one nobody.
+    owners: tuple[str, ...] = ()
 
     @property
     def server_port(self) -> int:
@@ -231,6 +234,20 @@ def _domain(value: str) -> str | None:
 def _address(value: str) -> str | None:
     ok = not value or ("@" in value and " " not in value)
     return None if ok else "expected an address such as bridge@example.com"
+
+
+def owner_problem(address: str) -> str | None:
+    """What is wrong with `address` as the owner of a mailbox, or None.
+
+    Owners are recorded as the people a copy was delivered to, so they must
+    be plain lower-case addresses, the way the store keeps people.
+    """
+    local, at, domain = address.partition("@")
+    if not at or not local or not domain or any(c.isspace() for c in address):
+        return "expected an address such as alice@example.com"
+    if address != address.lower():
+        return f"expected a lower-case address ({address.lower()!r})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +459,7 @@ def _loopback(host: str) -> bool:
 
 
 def _validate_imap(imap: ImapConfig, path: str) -> None:
-    """IMAP account checks that span keys: names, credentials, TLS, after-action."""
+    """IMAP account checks that span keys: names, credentials, TLS, after-action, owners."""
     seen: set[str] = set()
     for i, account in enumerate(imap.accounts):
         key = f"imap.accounts[{i}]"
@@ -461,6 +478,11 @@ def _validate_imap(imap: ImapConfig, path: str) -> None:
             raise ConfigError(path, f"{key}.tls", "plain (no TLS) is only allowed on loopback")
         if not account.folders:
             raise ConfigError(path, f"{key}.folders", "must name at least one folder")
+        for owner in account.owners:
+            problem = owner_problem(owner)
+            if problem:
+                where = f"has value {owner!r} (account {account.name!r})"
+                raise ConfigError(path, f"{key}.owners", f"{where}: {problem}")
         if account.after_action == "move":
             if not account.move_to:
                 raise ConfigError(path, f"{key}.move_to", "is required when after_action is move")

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 
 class BridgeError(Exception):
-    """Base class: an error Bridge expects and can explain in one line."""
+    """Base class: an error Bridge expects and can explain in one line.
+
+    `exit_code` is what the CLI exits with: 1, or 2 for a bad command line.
+    """
+
+    exit_code = 1
 
 
 class ParseError(BridgeError):
@@ -68,6 +73,23 @@ class ImportSourceError(BridgeError):
     def __init__(self, path: str, problem: str) -> None:
         self.path = path
         super().__init__(f"{path}: {problem}")
+
+
+class OwnersFileError(BridgeError):
+    """Raised by `ingest.owners.load_owners` for a `bridge import --owners` file it cannot use.
+
+    The message names the file, the key (a mailbox) and the problem; the CLI
+    exits 2, as for any bad argument.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}")
 
 
 class RulesArgumentError(BridgeError):

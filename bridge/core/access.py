@@ -1,13 +1,18 @@
-"""Who may see what: the one access rule for the web viewer, digests and exports.
+"""Who may see what: the one access rule for the web viewer, search, digests and exports.
 
-A person sees a thread when they were party to it (they received one of its
-messages from someone else, in To, Cc or Bcc or as an envelope recipient of a
-delivery, or they started it), or when it is in a space they may read,
-unless the thread is private: a private thread is seen by its participants
-only. Someone who only wrote into a thread sees their own messages in it and
-nothing more, so a reply naming a known Message-ID grants no sight. A hidden
-thread must answer exactly like a missing one (404), so callers never learn
-that it exists.
+Per message, never per thread. A person may see a message when
+
+- a copy of it was delivered to them: an envelope recipient over SMTP/LMTP,
+  an owner of the IMAP account it was read from, the owner of the archive
+  it was imported from (`holders`);
+- or its own From, To or Cc names them (`named`; Bcc grants nothing by
+  itself: a Bcc recipient sees the copy delivered to them);
+- or it is in a space they may read and it is not private.
+
+Nothing else grants sight: not another message of the same thread, not a
+References header naming a known id, not having started the thread. A
+thread shows each reader the messages they may see of it and nothing of
+the rest; with none, it answers exactly like a missing one (404).
 
 "Staff" is anyone whose address is in one of the company's domains (the
 domains are given, not read from anywhere): a domain covers its subdomains,
@@ -61,40 +66,32 @@ def viewer_for(address: str, spaces: Iterable[Space], staff_domains: Iterable[st
     return Viewer(address, staff, readable)
 
 
-def may_see_thread(
-    viewer: Viewer, participants: set[str], space: str | None, private: bool
-) -> bool:
-    """The rule itself; `participants` are lower-case addresses of every party to the thread."""
-    if viewer.address and viewer.address in participants:
-        return True
-    if private:
-        return False
-    return space is not None and space in viewer.spaces
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    """What the rule reads of one message: lower-case addresses, its space and privacy."""
+
+    holders: frozenset[str]  # a copy was delivered to them
+    named: frozenset[str]  # From, To, Cc
+    space: str | None
+    private: bool
 
 
-def may_see_message(
-    viewer: Viewer,
-    parties: set[str],
-    message_space: str | None,
-    message_private: bool,
-    thread_space: str | None,
-    thread_private: bool,
-    thread_party: bool = True,
-) -> bool:
-    """Whether a message of a thread the viewer may see is shown to them.
+# Why a person may see a message, as `grants` names it.
+DELIVERED, NAMED, SPACE = "delivered", "named", "space"
 
-    In a private thread only the messages the viewer was party to are shown.
-    In an open thread a message that a rule put in another space, one the
-    viewer may not read, stays hidden: merging by References must not carry
-    a message across a space's line. `thread_party` is False when the viewer
-    only wrote into the thread (received none of it, started none of it) and
-    does not read its space: then they see only their own part of it, so
-    naming a known Message-ID in References grants no sight.
-    """
-    if viewer.address and viewer.address in parties:
-        return True
-    if thread_private or message_private:
-        return False
-    if not thread_party and (thread_space is None or thread_space not in viewer.spaces):
-        return False
-    return message_space is None or message_space == thread_space or message_space in viewer.spaces
+
+def grants(viewer: Viewer, facts: MessageFacts) -> tuple[str, ...]:
+    """Every reason the rule gives `viewer` to see the message; () when it is hidden."""
+    found: list[str] = []
+    if viewer.address and viewer.address in facts.holders:
+        found.append(DELIVERED)
+    if viewer.address and viewer.address in facts.named:
+        found.append(NAMED)
+    if not facts.private and facts.space is not None and facts.space in viewer.spaces:
+        found.append(SPACE)
+    return tuple(found)
+
+
+def may_see(viewer: Viewer, facts: MessageFacts) -> bool:
+    """The rule itself (see the module docstring)."""
+    return bool(grants(viewer, facts))

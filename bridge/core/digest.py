@@ -8,7 +8,9 @@ of downtime that is still one period: the missed digest goes out once.
 
 The content is built from activity rows the store gathers in one pass for
 everybody (see `bridge.outbound.digests`): each person's access is checked
-here, message by message, with `bridge.core.access`.
+here, message by message, with `bridge.core.access`. A thread's subject is
+shown only when its first message is one the person may see; otherwise the
+digest names it by the oldest message they may see.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from bridge.core.access import Viewer, may_see_message, may_see_thread
+from bridge.core.access import DELIVERED, NAMED, MessageFacts, Viewer, grants, may_see
 from bridge.core.rules import Space
 
 FREQUENCIES = ("off", "daily", "weekly")
@@ -93,18 +95,24 @@ class NewMessage:
     date: datetime
     sender: str  # lower-case address, "" when unknown
     sender_name: str
-    parties: set[str]
-    space: str | None
-    private: bool
+    subject: str
+    facts: MessageFacts
 
 
 @dataclass(frozen=True, slots=True)
 class ThreadInfo:
+    """A thread with news: its subject and date count only for who may see its root."""
+
     id: int
     subject: str
-    space: str | None
-    private: bool
     first_date: datetime | None
+    root: MessageFacts | None  # None when the root is not stored (a ghost)
+
+
+def is_personal(viewer: Viewer, facts: MessageFacts) -> bool:
+    """The message was delivered to the viewer or names them (not only shown by a space)."""
+    found = grants(viewer, facts)
+    return DELIVERED in found or NAMED in found
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,12 +160,12 @@ def build_digest(
 ) -> DigestContent:
     """The digest of `viewer` for news after `since`.
 
-    `party` are the threads the viewer is party to, `spaced` threads
-    with news in spaces they read, most messages first (`messages[tid]` are a
-    thread's messages in the window, newest first). Only threads the viewer
-    may see, and in them only messages they may see and did not write, count.
+    `party` are the threads holding a message delivered to the viewer or
+    naming them, `spaced` threads with news in spaces they read, most
+    messages first (`messages[tid]` are a thread's messages in the window,
+    newest first). Only messages the viewer may see and did not write count.
     """
-    yours = _items(viewer, since, threads, messages, party, party, space_names)
+    yours = _items(viewer, since, threads, messages, party, space_names)
     yours.sort(key=_rank)
     taken = {item.thread_id for item in yours}
     others: list[DigestItem] = []
@@ -170,7 +178,7 @@ def build_digest(
             # No later thread can beat the last one kept: it has fewer messages in all.
             if len(messages.get(tid, ())) < others[-1].new_count:
                 break
-        others.extend(_items(viewer, since, threads, messages, (tid,), party, space_names))
+        others.extend(_items(viewer, since, threads, messages, (tid,), space_names))
     others.sort(key=_rank)
     shown = yours[:max_threads] + others[:max_threads]
     names = tuple(dict.fromkeys(i.space_name for i in _by_count(shown) if i.space_name))
@@ -185,7 +193,6 @@ def _items(
     threads: Mapping[int, ThreadInfo],
     messages: Mapping[int, Sequence[NewMessage]],
     candidates: Iterable[int],
-    party: Set[int],
     space_names: Mapping[str, str],
 ) -> list[DigestItem]:
     found = []
@@ -193,12 +200,9 @@ def _items(
         thread = threads.get(tid)
         if thread is None:
             continue
-        participants = {viewer.address} if tid in party else set()
-        if may_see_thread(viewer, participants, thread.space, thread.private):
-            news = messages.get(tid, ())
-            item = _item(viewer, since, thread, news, space_names, tid in party)
-            if item is not None:
-                found.append(item)
+        item = _item(viewer, since, thread, messages.get(tid, ()), space_names)
+        if item is not None:
+            found.append(item)
     return found
 
 
@@ -219,37 +223,29 @@ def _item(
     thread: ThreadInfo,
     messages: Sequence[NewMessage],
     space_names: Mapping[str, str],
-    party: bool,
 ) -> DigestItem | None:
-    seen = [
-        m
-        for m in messages
-        if m.date >= since
-        and m.sender != viewer.address
-        and may_see_message(
-            viewer,
-            m.parties,
-            m.space,
-            m.private,
-            thread.space,
-            thread.private,
-            thread_party=party,
-        )
-    ]
+    visible = [m for m in messages if m.date >= since and may_see(viewer, m.facts)]
+    seen = [m for m in visible if m.sender != viewer.address]
     if not seen:
         return None
+    root_seen = thread.root is not None and may_see(viewer, thread.root)
     authors = tuple(dict.fromkeys(m.sender_name or m.sender or "?" for m in seen))
-    space_name = space_names.get(thread.space, thread.space) if thread.space else ""
+    # The space shown is that of a message the viewer reads through it.
+    space = next(
+        (m.facts.space for m in seen if m.facts.space and m.facts.space in viewer.spaces),
+        next((m.facts.space for m in seen if m.facts.space), None),
+    )
+    space_name = space_names.get(space, space) if space else ""
     return DigestItem(
         thread_id=thread.id,
-        subject=thread.subject,
-        space=thread.space,
+        subject=thread.subject if root_seen else visible[-1].subject,
+        space=space,
         space_name=space_name or "",
         authors=authors,
         new_count=len(seen),
         newest_pk=seen[0].pk,
         newest_date=seen[0].date,
-        is_new=thread.first_date is not None and thread.first_date >= since,
+        is_new=root_seen and thread.first_date is not None and thread.first_date >= since,
     )
 
 

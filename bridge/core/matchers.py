@@ -154,7 +154,7 @@ class CcMatcher(AddressMatcher):
 class EnvelopeToMatcher(AddressMatcher):
     __slots__ = ()
     key = "envelope_to"
-    description = "any envelope recipient (SMTP RCPT TO, LMTP)"
+    description = "any envelope recipient (SMTP/LMTP RCPT TO, IMAP or import owners)"
 
     def addresses(self, facts: Facts) -> tuple[str, ...]:
         return facts.envelope_to

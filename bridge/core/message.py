@@ -22,6 +22,12 @@ class Provenance:
     unique for this copy within the source (file path and offset, IMAP
     UIDVALIDITY/UID, SMTP queue id), so seeing the same copy twice is
     recognised.
+
+    `envelope_to` names the people this copy was delivered to: the SMTP/LMTP
+    RCPT TO addresses, the `owners` of the IMAP account it was read from, or
+    the owners given to `bridge import` (`--owner`, `--owners`). Empty when
+    nobody is known to have received it (a shared mailbox, an archive
+    imported without owners).
     """
 
     source: str
@@ -146,3 +152,6 @@ class Flag:
     BOUNCE = "bounce"  # delivery status notification (RFC 3464)
     OWN = "own"  # mail the bridge itself sent
     RECONSTRUCTED = "reconstructed"  # rebuilt from a quoted Outlook header
+    # Its Message-ID belongs to another message with other content: stored apart,
+    # under a collision id (core/dedupe.collision_id), private to its own parties.
+    ID_COLLISION = "id-collision"

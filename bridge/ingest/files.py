@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from bridge import pipeline
 from bridge.core.message import RawMessage
 from bridge.core.rules import RuleSet
+from bridge.ingest.owners import Owners
 from bridge.ingest.sources import FileStamp, Found, Item, count_messages, discover, read_items
 from bridge.store.blobs import (
     TRAINING_SAMPLES,
@@ -33,20 +34,30 @@ from bridge.store.blobs import (
     dictionary_id,
     train_dictionary,
 )
+from bridge.store.owners import record_owners
 from bridge.store.tables import CompressionDict, ImportedFile
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+NO_OWNERS = Owners()
 
 
 @dataclass
 class ImportResult:
+    """What an import did.
+
+    `owners_recorded` counts the copies stored earlier that got owners now;
+    `unowned` names the mailboxes an owners file left without an owner.
+    """
+
     tally: pipeline.Tally
     files_total: int
     files_skipped: int
     seconds: float
     interrupted: bool = False
+    owners_recorded: int = 0
+    unowned: list[str] = field(default_factory=list)
 
 
 def run_import(
@@ -56,6 +67,7 @@ def run_import(
     workers: int | None = None,
     batch_size: int = BATCH_SIZE,
     rules: RuleSet | None = None,
+    owners: Owners = NO_OWNERS,
     stop: Callable[[], bool] = lambda: False,
     progress: Callable[[int], None] | None = None,
     on_total: Callable[[int], None] | None = None,
@@ -65,11 +77,13 @@ def run_import(
 
     `stop()` is asked between batches: when it says yes, the batch in hand is
     stored and committed, and the import ends early (run it again to resume).
+    Every copy is delivered to `owners.of(its mailbox)`; copies stored by an
+    earlier import of the same files get those owners too.
     """
     import time
 
     started = time.monotonic()
-    found = discover(paths)
+    found = [replace(f, owners=owners.of(f.mailbox)) for f in discover(paths)]
     done = _finished_files(engine)
     todo = [f for f in found if done.get(f.stamp.path) != (f.stamp.size, f.stamp.mtime_ns)]
     if on_total is not None:
@@ -90,8 +104,14 @@ def run_import(
             _store(engine, batch_items, prepared, tally, clock())
             if progress is not None:
                 progress(len(batch_items))
-    seconds = time.monotonic() - started
-    return ImportResult(tally, len(found), len(found) - len(todo), seconds, interrupted)
+    result = ImportResult(tally, len(found), len(found) - len(todo), 0.0, interrupted)
+    if owners and not interrupted:
+        with Session(engine) as session, session.begin():
+            owned = {str(f.path): f.owners for f in found if f.owners}
+            result.owners_recorded = record_owners(session, "file", owned)
+        result.unowned = owners.unowned(f.mailbox for f in found)
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _finished_files(engine: Engine) -> dict[str, tuple[int, int]]:

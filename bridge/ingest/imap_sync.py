@@ -135,6 +135,7 @@ class FolderSync:
                 location=location(name, folder),
                 mailbox=folder,
                 key=delivery_key(name, folder, uidvalidity, uid),
+                envelope_to=self.account.owners,  # delivered to the mailbox's owners
             )
             raws.append(RawMessage(bytes(body), provenance))
             uids.append(uid)

@@ -44,9 +44,12 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Found:
+    """A message-bearing file, its mailbox, and the people its copies were delivered to."""
+
     path: Path
     mailbox: str
     stamp: FileStamp
+    owners: tuple[str, ...] = ()
 
 
 def discover(paths: list[str]) -> list[Found]:
@@ -118,7 +121,7 @@ def read_items(found: Found) -> Iterator[Item]:
     data = found.path.read_bytes()
     stamp = found.stamp
     if not (MBOX_SEPARATOR.match(data[:4096]) and _has_header_after_separator(data[:4096])):
-        provenance = Provenance("file", str(found.path), found.mailbox, str(found.path))
+        provenance = _provenance(found, str(found.path))
         yield Item(RawMessage(data, provenance), stamp, True)
         return
     spans = list(split_mbox(data))
@@ -127,8 +130,12 @@ def read_items(found: Found) -> Iterator[Item]:
         return
     for index, (start, end) in enumerate(spans):
         key = f"{found.path}:{start}"
-        provenance = Provenance("file", str(found.path), found.mailbox, key)
+        provenance = _provenance(found, key)
         yield Item(RawMessage(data[start:end], provenance), stamp, index == len(spans) - 1)
+
+
+def _provenance(found: Found, key: str) -> Provenance:
+    return Provenance("file", str(found.path), found.mailbox, key, envelope_to=found.owners)
 
 
 def split_mbox(data: bytes) -> Iterator[tuple[int, int]]:

@@ -3,7 +3,7 @@
 A run has three steps, each a plain function taking a Session:
 
 1. `plan` reads who is due and every message dated in the widest window
-   any of them needs, with each thread's participants, in a few batched
+   any of them needs, with each message's access facts, in a few batched
    queries (never one access query per person).
 2. `prepare` builds each person's digest (`bridge.core.digest`), reads the
    new text it quotes and renders the mail (`digest_render`).
@@ -18,7 +18,6 @@ Addresses that do not parse, and empty digests, are recorded too (status
 from __future__ import annotations
 
 import logging
-import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,14 +32,14 @@ from sqlalchemy.orm import Session
 
 from bridge.config import Config
 from bridge.core import digest as core
-from bridge.core.access import Viewer, normalize_address, viewer_for
+from bridge.core.access import MessageFacts, Viewer, normalize_address, viewer_for
 from bridge.core.digest import NewMessage, Period, ThreadInfo
 from bridge.core.loops import OWN_MAIL_RULE, UNSUBSCRIBE_SUBJECT
 from bridge.i18n import zone
 from bridge.outbound import outbox
 from bridge.outbound.digest_render import read_frequency_token
 from bridge.signing import Signer
-from bridge.store.access import message_parties
+from bridge.store.access import message_facts
 from bridge.store.db import insert_ignore
 from bridge.store.reading import raw_bytes
 from bridge.store.tables import DigestSend, Message, Person, Skipped, Thread, User, table
@@ -233,8 +232,7 @@ def plan(
             Message.id,
             Message.thread_id,
             Message.sort_date,
-            Message.space,
-            Message.private,
+            Message.subject,
             Person.address,
             Person.name,
         )
@@ -245,69 +243,62 @@ def plan(
     if not rows:
         return result
     tids = sorted({r.thread_id for r in rows})
-    by_party = _threads_by_party(session, tids)
-    private = {r.id for r in rows if r.private}
+    roots: dict[int, str | None] = {}
     for part in _chunks(tids):
         for t in session.execute(select(Thread).where(Thread.id.in_(part))).scalars():
-            result.threads[t.id] = ThreadInfo(t.id, t.subject, t.space, t.private, t.first_date)
-            if t.private:
-                private.update(r.id for r in rows if r.thread_id == t.id)
-    # Who a message went to matters only where privacy asks (see core.access).
-    parties = message_parties(session, sorted(private))
-    nobody: set[str] = set()
-    for r in rows:
-        if r.thread_id not in result.threads:
-            continue
-        result.messages.setdefault(r.thread_id, []).append(
-            NewMessage(
-                pk=r.id,
-                thread_id=r.thread_id,
-                date=r.sort_date,
-                sender=normalize_address(r.address or ""),
-                sender_name=r.name or "",
-                parties=parties.get(r.id, nobody),
-                space=r.space,
-                private=r.private,
-            )
-        )
-    by_space: dict[str, list[int]] = defaultdict(list)
+            result.threads[t.id] = ThreadInfo(t.id, t.subject, t.first_date, None)
+            roots[t.id] = t.root_message_id
+    facts, root_facts, by_party = _thread_facts(session, tids, roots)
     for tid, info in result.threads.items():
-        if info.space and not info.private:
-            by_space[info.space].append(tid)
-    result.by_party, result.by_space = by_party, dict(by_space)
+        result.threads[tid] = replace(info, root=root_facts.get(tid))
+    by_space: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        if r.thread_id not in result.threads or r.id not in facts:
+            continue
+        message = NewMessage(
+            pk=r.id,
+            thread_id=r.thread_id,
+            date=r.sort_date,
+            sender=normalize_address(r.address or ""),
+            sender_name=r.name or "",
+            subject=r.subject or "",
+            facts=facts[r.id],
+        )
+        result.messages.setdefault(r.thread_id, []).append(message)
+        if message.facts.space and not message.facts.private:
+            by_space[message.facts.space].add(r.thread_id)
+    result.by_party = by_party
+    result.by_space = {space: sorted(found) for space, found in by_space.items()}
     return result
 
 
-def _threads_by_party(session: Session, tids: list[int]) -> dict[str, set[int]]:
-    """address -> the threads among `tids` it is party to (any message, not only new ones).
+def _thread_facts(
+    session: Session, tids: list[int], roots: dict[int, str | None]
+) -> tuple[dict[int, MessageFacts], dict[int, MessageFacts], dict[str, set[int]]]:
+    """Access facts of every message of `tids` (any date), their roots', and who is party.
 
-    As in `store.access`: a person is party to a thread they received one of
-    its messages in from someone else, or started; writing a reply alone
-    (a known Message-ID in References) makes nobody a party.
+    A person is party to a thread when one of its messages, new or old, was
+    delivered to them or names them: its news go first in their digest.
     """
-    shape: dict[int, tuple[int, int | None, int | None]] = {}
+    shape: dict[int, tuple[int, str]] = {}
     for part in _chunks(tids):
-        query = select(Message.id, Message.thread_id, Message.sender_id, Message.parent_id).where(
+        query = select(Message.id, Message.thread_id, Message.message_id).where(
             Message.thread_id.in_(part)
         )
-        shape.update(
-            (pk, (tid, sender, parent)) for pk, tid, sender, parent in session.execute(query)
-        )
-    senders: dict[int, str] = {}
-    wanted = sorted({sender for _t, sender, _p in shape.values() if sender is not None})
-    for part in _chunks(wanted):
-        people = select(Person.id, Person.address).where(Person.id.in_(part))
-        senders.update((pid, address.lower()) for pid, address in session.execute(people))
-    by_party: dict[str, set[int]] = {}
+        shape.update((pk, (tid, mid)) for pk, tid, mid in session.execute(query))
+    facts: dict[int, MessageFacts] = {}
     pks = sorted(shape)
     for i in range(0, len(pks), CHUNK * 10):
-        for pk, who in message_parties(session, pks[i : i + CHUNK * 10]).items():
-            tid, sender_id, parent = shape[pk]
-            sender = senders.get(sender_id) if sender_id is not None else None
-            for address in who:
-                if address != sender or parent is None:
-                    by_party.setdefault(sys.intern(address), set()).add(tid)
-    return by_party
+        facts.update(message_facts(session, pks[i : i + CHUNK * 10]))
+    root_facts: dict[int, MessageFacts] = {}
+    by_party: dict[str, set[int]] = {}
+    for pk, found in facts.items():
+        tid, mid = shape[pk]
+        if roots.get(tid) == mid:
+            root_facts[tid] = found
+        for address in found.holders | found.named:
+            by_party.setdefault(address, set()).add(tid)
+    return facts, root_facts, by_party
 
 
 # -- claim and enqueue -------------------------------------------------------------

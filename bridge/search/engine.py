@@ -27,6 +27,7 @@ from bridge.core.access import Viewer
 from bridge.core.query import Query, fold, parse_query
 from bridge.core.snippets import highlight
 from bridge.search.sql import Candidate, typed_sql
+from bridge.store.access import thread_views
 from bridge.store.access_sql import viewer_clause
 from bridge.store.blobs import unpack_body_with_raw
 
@@ -109,9 +110,17 @@ def search(
             counts.update(_filter_counts(session, where, params, threads))
     hits = _hits(session, page, counts, query, mark, escape)
     if viewer is not None and hits:
-        # A thread's size as the reader sees it: hidden messages are not counted.
-        sizes = _filter_counts(session, seen, seen_params, [h.thread_id for h in hits])
-        hits = [replace(h, thread_messages=sizes.get(h.thread_id, 0)) for h in hits]
+        # A thread's title and size as the reader sees it: from their messages only.
+        views = thread_views(session, viewer, [h.thread_id for h in hits])
+        hits = [
+            replace(
+                h,
+                subject=views[h.thread_id].subject,
+                thread_messages=views[h.thread_id].message_count,
+            )
+            for h in hits
+            if h.thread_id in views
+        ]
     return SearchResults(query_text, hits, len(ordered), query.hints, capped)
 
 
@@ -178,7 +187,7 @@ def _filters(session: Session, query: Query) -> tuple[str, dict[str, Any]]:
     for i, space in enumerate(query.spaces):
         name = f"space{i}"
         params[name] = space
-        clauses.append(f"m.thread_id IN (SELECT t.id FROM threads t WHERE t.space = :{name})")
+        clauses.append(f"m.space = :{name}")
     where = "".join(f" AND {clause}" for clause in clauses)
     return where, params
 
@@ -191,7 +200,7 @@ def _is_clause(flag: str, params: dict[str, Any], name: str) -> str:
     if flag == "reply":
         return "m.is_reply"
     if flag == "private":
-        return "(m.private OR m.thread_id IN (SELECT t.id FROM threads t WHERE t.private))"
+        return "m.private"
     params[name] = f"%,{_like_escape(flag)},%"
     return f"(',' || m.flags || ',') LIKE :{name} {_ESCAPE}"
 

@@ -1,180 +1,133 @@
 """The access rule of `bridge.core.access`, asked of the store.
 
-`visible_thread_ids` is one SQL statement (no per-thread round trips): the
-threads the viewer was party to, found through the indexes on
-`messages.sender_id`, `recipients.person_id` and
-`envelope_recipients.person_id`, or threads in a space they may read that
-are not private.
+The rule is per message, so it is written once as a WHERE clause on
+`messages` (`visible_condition`) and once as the union of the four ways a
+message is granted (`visible_arms`), each found through an index:
+`envelope_recipients.person_id` (delivered to them), `messages.sender_id`
+and `recipients.person_id` (From, To, Cc name them), and
+`messages(space, private, …)` (a space they read). Everything a reader is
+shown of a thread (counts, dates, title, participants) is computed from the
+messages these return, never from the thread row.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
-from weakref import WeakKeyDictionary
 
-from sqlalchemy import ColumnElement, CompoundSelect, Engine, false, func, or_, select
+from sqlalchemy import ColumnElement, CompoundSelect, Select, and_, false, or_, select
 from sqlalchemy.orm import Session
 
-from bridge.core.access import Viewer, may_see_message, normalize_address
+from bridge.core.access import MessageFacts, Viewer, grants, normalize_address
 from bridge.store.tables import Delivery, EnvelopeRecipient, Message, Person, Recipient, Thread
 
 CHUNK = 500  # ids per IN (...): well under SQLite's bound-parameter limit
+NAMING_KINDS = ("to", "cc")  # Bcc names nobody to the rule: a Bcc recipient holds a copy
 
 
 def _chunks(ids: list[int]) -> list[list[int]]:
     return [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
-def _person_id(session: Session, address: str) -> int | None:
+def person_id(session: Session, address: str) -> int | None:
+    """The people row of `address` (normalised), None when the store never saw it."""
+    address = normalize_address(address)
     if not address:
         return None
     found = session.execute(select(Person.id).where(Person.address == address)).scalar()
     return None if found is None else int(found)
 
 
-def _party_thread_ids(
-    session: Session, person: int, within: list[int] | None = None
-) -> CompoundSelect[Any]:
-    """Threads `person` is party to, as a subquery: the whole thread is theirs to read.
-
-    They received one of its messages from someone else (To, Cc, Bcc or an
-    envelope recipient), or they started it (they sent a message that hangs
-    under no stored message). Writing a reply is not enough: a stranger who
-    names a known Message-ID in References is threaded in, but sees only
-    what they were party to themselves (`_writer_thread_ids`).
-    """
-    received_from_others = or_(Message.sender_id.is_(None), Message.sender_id != person)
-    parts = [
-        select(Message.thread_id)
-        .join(Recipient, Recipient.message_pk == Message.id)
-        .where(Recipient.person_id == person, received_from_others),
-        select(Message.thread_id)
-        .join(EnvelopeRecipient, EnvelopeRecipient.message_pk == Message.id)
-        .where(EnvelopeRecipient.person_id == person, received_from_others),
-        select(Message.thread_id).where(Message.sender_id == person, Message.parent_id.is_(None)),
-    ]
-    if within is not None:
-        parts = [part.where(Message.thread_id.in_(within)) for part in parts]
-    return parts[0].union(*parts[1:])
-
-
-def _writer_thread_ids(session: Session, person: int, within: list[int] | None = None) -> Any:
-    """Threads holding a message `person` wrote: they see that much of it, at least."""
-    query = select(Message.thread_id).where(Message.sender_id == person)
-    return query if within is None else query.where(Message.thread_id.in_(within))
-
-
-def party_thread_ids(session: Session, viewer: Viewer, within: list[int] | None = None) -> set[int]:
-    """The threads the viewer is party to, among `within` (all when None): theirs to read whole."""
-    person = _person_id(session, normalize_address(viewer.address))
-    if person is None:
-        return set()
-    if within is None:
-        return set(session.execute(_party_thread_ids(session, person)).scalars())
-    found: set[int] = set()
-    for part in _chunks(sorted(set(within))):
-        found.update(session.execute(_party_thread_ids(session, person, part)).scalars())
-    return found
-
-
-# The threads a reader is party to change only when mail is stored, and
-# search asks for all of them at every query: kept per engine (dropped with
-# it), address and newest delivery (every stored copy is one), for the last
-# few hundred readers.
-_PARTY_SETS: WeakKeyDictionary[Engine, OrderedDict[tuple[str, int], frozenset[int]]] = (
-    WeakKeyDictionary()
-)
-_PARTY_SETS_KEPT = 512
-_PARTY_SETS_LOCK = threading.Lock()  # the store's read threads share it
-
-
-def party_thread_ids_now(session: Session, viewer: Viewer) -> frozenset[int]:
-    """`party_thread_ids` over all threads, kept until the next stored copy."""
-    address = normalize_address(viewer.address)
-    if not address:
-        return frozenset()
-    newest = session.execute(select(func.max(Delivery.id))).scalar() or 0
-    engine = session.get_bind().engine
-    key = (address, int(newest))
-    with _PARTY_SETS_LOCK:
-        kept = _PARTY_SETS.setdefault(engine, OrderedDict())
-        found = kept.get(key)
-        if found is not None:
-            kept.move_to_end(key)
-            return found
-    found = frozenset(party_thread_ids(session, viewer))
-    with _PARTY_SETS_LOCK:
-        kept[key] = found
-        while len(kept) > _PARTY_SETS_KEPT:
-            kept.popitem(last=False)
-    return found
-
-
-def visible_condition(
-    session: Session, viewer: Viewer, within: list[int] | None = None
-) -> ColumnElement[bool]:
-    """The rule as a WHERE clause on `threads`: listings page and count in SQL with it.
-
-    `within` narrows the party subqueries to those threads (one thread's page
-    must not evaluate every thread the reader ever wrote in).
-    """
-    person = _person_id(session, normalize_address(viewer.address))
+def visible_condition(session: Session, viewer: Viewer) -> ColumnElement[bool]:
+    """The rule as a WHERE clause on `messages`."""
+    pid = person_id(session, viewer.address)
     conditions: list[ColumnElement[bool]] = []
-    if person is not None:
-        conditions.append(Thread.id.in_(_party_thread_ids(session, person, within)))
-        conditions.append(Thread.id.in_(_writer_thread_ids(session, person, within)))
+    if pid is not None:
+        conditions.append(
+            Message.id.in_(
+                select(EnvelopeRecipient.message_pk).where(EnvelopeRecipient.person_id == pid)
+            )
+        )
+        conditions.append(Message.sender_id == pid)
+        conditions.append(
+            Message.id.in_(
+                select(Recipient.message_pk).where(
+                    Recipient.person_id == pid, Recipient.kind.in_(NAMING_KINDS)
+                )
+            )
+        )
     if viewer.spaces:
-        conditions.append(Thread.space.in_(sorted(viewer.spaces)) & Thread.private.is_(False))
+        conditions.append(
+            and_(Message.space.in_(sorted(viewer.spaces)), Message.private.is_(False))
+        )
     return or_(*conditions) if conditions else false()
+
+
+def visible_arms(
+    session: Session, viewer: Viewer, *columns: Any, thread_ids: list[int] | None = None
+) -> CompoundSelect[Any] | None:
+    """`columns` of every message the viewer may see, as a UNION of indexed selects.
+
+    `columns` must include `Message.id` so a message granted twice is kept
+    once. None when nothing can be granted (an unknown address, no spaces).
+    """
+    pid = person_id(session, viewer.address)
+    arms: list[Select[Any]] = []
+    if pid is not None:
+        arms.append(
+            select(*columns)
+            .join(EnvelopeRecipient, EnvelopeRecipient.message_pk == Message.id)
+            .where(EnvelopeRecipient.person_id == pid)
+        )
+        arms.append(select(*columns).where(Message.sender_id == pid))
+        arms.append(
+            select(*columns)
+            .join(Recipient, Recipient.message_pk == Message.id)
+            .where(Recipient.person_id == pid, Recipient.kind.in_(NAMING_KINDS))
+        )
+    if viewer.spaces:
+        arms.append(
+            select(*columns).where(
+                Message.space.in_(sorted(viewer.spaces)), Message.private.is_(False)
+            )
+        )
+    if not arms:
+        return None
+    if thread_ids is not None:
+        arms = [arm.where(Message.thread_id.in_(thread_ids)) for arm in arms]
+    # UNION, not UNION ALL: a message granted twice (or naming someone in both
+    # To and Cc) is one row. A lone arm is united with itself for the same reason.
+    return arms[0].union(*(arms[1:] or arms[:1]))
 
 
 def visible_thread_ids(
     session: Session, viewer: Viewer, candidates: list[int] | None = None
 ) -> set[int]:
-    """The threads `viewer` may see, among `candidates` (all threads when None)."""
+    """The threads holding a message the viewer may see, among `candidates` (all when None)."""
     if candidates is None:
-        where = visible_condition(session, viewer)
-        return set(session.execute(select(Thread.id).where(where)).scalars())
-    seen: set[int] = set()
+        arms = visible_arms(session, viewer, Message.id, Message.thread_id)
+        if arms is None:
+            return set()
+        sub = arms.subquery()
+        return set(session.execute(select(sub.c.thread_id).distinct()).scalars())
+    found: set[int] = set()
+    condition = visible_condition(session, viewer)
     for part in _chunks(sorted(set(candidates))):
-        where = visible_condition(session, viewer, part)
-        seen.update(session.execute(select(Thread.id).where(Thread.id.in_(part), where)).scalars())
-    return seen
+        query = select(Message.thread_id).where(Message.thread_id.in_(part), condition)
+        found.update(session.execute(query.distinct()).scalars())
+    return found
 
 
-def message_parties(session: Session, message_pks: list[int]) -> dict[int, set[str]]:
-    """Lower-case addresses of each message's sender, To/Cc/Bcc and envelope recipients."""
-    parties: dict[int, set[str]] = defaultdict(set)
-    for part in _chunks(message_pks):
-        senders = select(Message.id, Person.address).join(Person, Person.id == Message.sender_id)
-        for pk, address in session.execute(senders.where(Message.id.in_(part))):
-            parties[pk].add(address.lower())
-        people = select(Recipient.message_pk, Person.address).join(
-            Person, Person.id == Recipient.person_id
-        )
-        for pk, address in session.execute(people.where(Recipient.message_pk.in_(part))):
-            parties[pk].add(address.lower())
-        envelopes = select(EnvelopeRecipient.message_pk, Person.address).join(
-            Person, Person.id == EnvelopeRecipient.person_id
-        )
-        for pk, address in session.execute(envelopes.where(EnvelopeRecipient.message_pk.in_(part))):
-            parties[pk].add(address.lower())
-    return parties
-
-
-def thread_participants(session: Session, thread_ids: list[int]) -> dict[int, set[str]]:
-    """Every party to each thread: senders, To, Cc, Bcc and envelope recipients."""
-    result: dict[int, set[str]] = {tid: set() for tid in thread_ids}
-    for part in _chunks(sorted(set(thread_ids))):
-        rows = session.execute(
-            select(Message.id, Message.thread_id).where(Message.thread_id.in_(part))
-        ).all()
-        parties = message_parties(session, [pk for pk, _ in rows])
-        for pk, tid in rows:
-            result[tid] |= parties.get(pk, set())
-    return result
+def visible_message_ids(session: Session, viewer: Viewer, thread_id: int) -> tuple[int, ...]:
+    """The ids of the thread's messages the viewer may see, oldest first; () when none."""
+    query = (
+        select(Message.id)
+        .where(Message.thread_id == thread_id, visible_condition(session, viewer))
+        .order_by(Message.sort_date, Message.id)
+    )
+    return tuple(session.execute(query).scalars())
 
 
 def visible_messages(session: Session, viewer: Viewer, thread_id: int) -> list[Message]:
@@ -182,43 +135,147 @@ def visible_messages(session: Session, viewer: Viewer, thread_id: int) -> list[M
 
     Callers answer 404 on [] exactly as for a missing thread.
     """
-    ids = visible_message_ids(session, viewer, thread_id)
-    if not ids:
-        return []
-    by_id: dict[int, Message] = {}
-    for part in _chunks(list(ids)):
-        query = select(Message).where(Message.id.in_(part))
-        by_id.update((m.id, m) for m in session.scalars(query))
-    return [by_id[pk] for pk in ids]
-
-
-def visible_message_ids(session: Session, viewer: Viewer, thread_id: int) -> tuple[int, ...]:
-    """The ids of `visible_messages`, oldest first, reading only what the rule needs.
-
-    Parties are looked up only for messages the rule could hide whoever
-    received them (private ones, or any when the viewer is no party to the
-    thread and does not read its space).
-    """
-    if thread_id not in visible_thread_ids(session, viewer, [thread_id]):
-        return ()
-    thread = session.get(Thread, thread_id)
-    if thread is None:
-        return ()
-    rows = session.execute(
-        select(Message.id, Message.space, Message.private)
-        .where(Message.thread_id == thread_id)
+    query = (
+        select(Message)
+        .where(Message.thread_id == thread_id, visible_condition(session, viewer))
         .order_by(Message.sort_date, Message.id)
-    ).all()
-    party = thread_id in party_thread_ids(session, viewer, [thread_id])
-    nobody: set[str] = set()
-
-    def shown(parties: set[str], space: str | None, private: bool) -> bool:
-        return may_see_message(
-            viewer, parties, space, private, thread.space, thread.private, thread_party=party
-        )
-
-    doubtful = [pk for pk, space, private in rows if not shown(nobody, space, private)]
-    parties = message_parties(session, doubtful) if doubtful else {}
-    return tuple(
-        pk for pk, space, private in rows if shown(parties.get(pk, nobody), space, private)
     )
+    return list(session.execute(query).scalars())
+
+
+def may_see_message(session: Session, viewer: Viewer, pk: int) -> bool:
+    query = select(Message.id).where(Message.id == pk, visible_condition(session, viewer))
+    return session.execute(query).first() is not None
+
+
+def message_facts(session: Session, pks: list[int]) -> dict[int, MessageFacts]:
+    """What the rule reads of each message: its holders, who it names, space, privacy."""
+    holders: dict[int, set[str]] = defaultdict(set)
+    named: dict[int, set[str]] = defaultdict(set)
+    shape: dict[int, tuple[str | None, bool]] = {}
+    for part in _chunks(sorted(set(pks))):
+        rows = select(Message.id, Message.space, Message.private, Person.address).outerjoin(
+            Person, Person.id == Message.sender_id
+        )
+        for pk, space, private, sender in session.execute(rows.where(Message.id.in_(part))):
+            shape[pk] = (space, bool(private))
+            if sender:
+                named[pk].add(sender.lower())
+        people = (
+            select(Recipient.message_pk, Person.address)
+            .join(Person, Person.id == Recipient.person_id)
+            .where(Recipient.message_pk.in_(part), Recipient.kind.in_(NAMING_KINDS))
+        )
+        for pk, address in session.execute(people):
+            named[pk].add(address.lower())
+        delivered = (
+            select(EnvelopeRecipient.message_pk, Person.address)
+            .join(Person, Person.id == EnvelopeRecipient.person_id)
+            .where(EnvelopeRecipient.message_pk.in_(part))
+        )
+        for pk, address in session.execute(delivered):
+            holders[pk].add(address.lower())
+    return {
+        pk: MessageFacts(frozenset(holders[pk]), frozenset(named[pk]), space, private)
+        for pk, (space, private) in shape.items()
+    }
+
+
+def grant_reasons(session: Session, viewer: Viewer, pks: list[int]) -> dict[int, tuple[str, ...]]:
+    """Why the viewer may see each message (`core.access.grants`); () for hidden ones."""
+    return {pk: grants(viewer, facts) for pk, facts in message_facts(session, pks).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadView:
+    """A thread as one reader sees it: everything here comes from their visible messages."""
+
+    id: int
+    subject: str
+    space: str | None
+    private: bool
+    first_date: datetime | None
+    last_date: datetime | None
+    message_count: int
+    sender_ids: tuple[int, ...]  # in order of their first visible message
+    has_attachment: bool
+
+
+def thread_views(session: Session, viewer: Viewer, thread_ids: list[int]) -> dict[int, ThreadView]:
+    """Each thread as the viewer sees it; threads with no visible message are left out.
+
+    The title is the thread's subject when its root is visible, else the
+    subject of the oldest visible message; the space is that of the oldest
+    visible message that has one.
+    """
+    wanted = sorted(set(thread_ids))
+    if not wanted:
+        return {}
+    condition = visible_condition(session, viewer)
+    roots = dict(
+        session.execute(
+            select(Thread.id, Thread.root_message_id).where(Thread.id.in_(wanted))
+        ).all()
+    )
+    subjects = dict(
+        session.execute(select(Thread.id, Thread.subject).where(Thread.id.in_(wanted))).all()
+    )
+    rows_by_thread: dict[int, list[Any]] = defaultdict(list)
+    for part in _chunks(wanted):
+        query = (
+            select(
+                Message.thread_id,
+                Message.message_id,
+                Message.subject,
+                Message.date,
+                Message.sort_date,
+                Message.space,
+                Message.private,
+                Message.sender_id,
+                Message.has_attachment,
+            )
+            .where(Message.thread_id.in_(part), condition)
+            .order_by(Message.sort_date, Message.id)
+        )
+        for row in session.execute(query):
+            rows_by_thread[row.thread_id].append(row)
+    views: dict[int, ThreadView] = {}
+    for tid, rows in rows_by_thread.items():
+        root_visible = any(r.message_id == roots.get(tid) for r in rows)
+        dates = [r.date for r in rows if r.date is not None]
+        senders: dict[int, None] = {}
+        for r in rows:
+            if r.sender_id is not None:
+                senders.setdefault(r.sender_id, None)
+        views[tid] = ThreadView(
+            id=tid,
+            subject=subjects.get(tid, "") if root_visible else rows[0].subject,
+            space=next((r.space for r in rows if r.space), None),
+            private=any(r.private for r in rows),
+            first_date=min(dates) if dates else None,
+            last_date=max(r.sort_date for r in rows),
+            message_count=len(rows),
+            sender_ids=tuple(senders),
+            has_attachment=any(r.has_attachment for r in rows),
+        )
+    return views
+
+
+def reader_copy(session: Session, viewer: Viewer, pk: int) -> str | None:
+    """The raw sha256 of a copy of message `pk` delivered to the viewer, if any.
+
+    The newest such copy: the one they hold now. None when no copy was
+    delivered to them (they read it through a header or a space).
+    """
+    address = normalize_address(viewer.address)
+    if not address:
+        return None
+    rows = session.execute(
+        select(Delivery.raw_sha256, Delivery.envelope_to)
+        .where(Delivery.message_pk == pk)
+        .order_by(Delivery.id.desc())
+    ).all()
+    for sha256, envelope_to in rows:
+        if address in (line.strip().lower() for line in (envelope_to or "").split("\n")):
+            return str(sha256)
+    return None

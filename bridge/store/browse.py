@@ -5,9 +5,10 @@ values, never ORM objects, and never commit. Every one of them applies the
 access rule (`bridge.store.access`): something the reader may not see is
 answered exactly like something missing (None, or absent from a list).
 
-Listings page and count in SQL: the rule is a WHERE clause on `threads`
-(`visible_condition`) ordered by the indexed `threads.last_date`, so a
-page costs the same however many threads the store holds.
+The rule is per message: a listing groups the messages the reader may see
+(`store.access.visible_arms`) by thread, so its order, counts, dates, titles
+and participants come from those messages alone, never from the thread row
+(which describes every message, hidden ones included).
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, column, func, select, text, true
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from bridge.core.access import Viewer, may_see_message, normalize_address
+from bridge.core.access import Viewer, normalize_address
+from bridge.core.copies import shared_copy
 from bridge.core.normalize import normalize_message_id
 from bridge.core.parse import attachment_data, attachment_parts
 from bridge.store.access import (
-    message_parties,
-    party_thread_ids,
-    visible_condition,
+    NAMING_KINDS,
+    ThreadView,
+    may_see_message,
+    reader_copy,
+    thread_views,
+    visible_arms,
     visible_messages,
 )
-from bridge.store.access_sql import viewer_clause
 from bridge.store.blobs import unpack_body_with_raw
 from bridge.store.reading import raw_bytes
 from bridge.store.tables import (
@@ -102,6 +106,8 @@ class MessageDetail:
     attachments: tuple[AttachmentInfo, ...]
     flags: tuple[str, ...]
     tags: tuple[str, ...]
+    # Bcc as this reader may know it: all of it for the sender, themselves for a Bcc recipient.
+    bcc: tuple[PersonRef, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,27 +140,9 @@ def _person_id(session: Session, address: str) -> int | None:
     return found
 
 
-def _appears_in(session: Session, viewer: Viewer, pid: int, *, received: bool) -> Any:
-    """Threads where person `pid` wrote (or was sent, To/Cc) a message the viewer may see.
-
-    Filtering by person must not reveal that someone took part through a
-    message hidden from the reader, so the message-level rule applies here.
-    """
-    params: dict[str, Any] = {"who": pid}
-    appears = "m.sender_id = :who"
-    if received:
-        appears += (
-            " OR EXISTS (SELECT 1 FROM recipients pr WHERE pr.message_pk = m.id"
-            " AND pr.person_id = :who AND pr.kind <> 'bcc')"
-        )
-    clause = viewer_clause(session, viewer, params)
-    sql = f"SELECT m.thread_id FROM messages m WHERE ({appears}){clause}"
-    return text(sql).bindparams(**params).columns(column("thread_id", Integer))
-
-
-def _listing_filters(
+def _listing_having(
     session: Session,
-    viewer: Viewer,
+    v: Any,
     *,
     space: str | None,
     person: str | None,
@@ -163,28 +151,39 @@ def _listing_filters(
     after: datetime | None,
     before: datetime | None,
 ) -> list[ColumnElement[bool]] | None:
-    """WHERE clauses for the listing filters; None when a filter can match nothing."""
-    where: list[ColumnElement[bool]] = []
+    """HAVING clauses over a thread's visible messages `v`; None when a filter matches nothing.
+
+    Every filter reads only visible messages: filtering by person must not
+    reveal that someone took part through a message hidden from the reader.
+    """
+    having: list[ColumnElement[bool]] = []
+
+    def some(condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        return func.max(case((condition, 1), else_=0)) == 1
+
     if space is not None:
-        where.append(Thread.space == space)
+        having.append(some(v.c.space == space))
     if person is not None:
         pid = _person_id(session, person)
         if pid is None:
             return None
-        where.append(Thread.id.in_(_appears_in(session, viewer, pid, received=True)))
+        named = select(Recipient.message_pk).where(
+            Recipient.person_id == pid, Recipient.kind.in_(NAMING_KINDS)
+        )
+        having.append(some(or_(v.c.sender_id == pid, v.c.id.in_(named))))
     if participant is not None:
         pid = _person_id(session, participant)
         if pid is None:
             return None
-        where.append(Thread.id.in_(_appears_in(session, viewer, pid, received=False)))
+        having.append(some(v.c.sender_id == pid))
     if has_attachment is not None:
-        with_files = select(Message.thread_id).where(Message.has_attachment.is_(True))
-        where.append(Thread.id.in_(with_files) if has_attachment else Thread.id.not_in(with_files))
+        attached = some(v.c.has_attachment.is_(True))
+        having.append(attached if has_attachment else ~attached)
     if after is not None:
-        where.append(Thread.last_date >= after)
+        having.append(func.max(v.c.sort_date) >= after)
     if before is not None:
-        where.append(Thread.last_date < before)
-    return where
+        having.append(func.max(v.c.sort_date) < before)
+    return having
 
 
 def thread_summaries(
@@ -200,15 +199,29 @@ def thread_summaries(
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[ThreadSummary], int]:
-    """Threads the viewer may see, latest activity first, and how many there are in all.
+    """Threads the viewer may see, their latest visible message first, and how many in all.
 
-    `space`: threads in that space. `person`: threads the address wrote in or
-    was sent (To/Cc). `participant`: threads the address wrote in. `after` /
-    `before`: last activity at or after / before these instants.
+    `space`: threads with a visible message in that space. `person`: threads
+    the address wrote in or was sent (To/Cc). `participant`: threads the
+    address wrote in. `after` / `before`: the newest visible message at or
+    after / before these instants.
     """
-    where = _listing_filters(
+    arms = visible_arms(
         session,
         viewer,
+        Message.id,
+        Message.thread_id,
+        Message.sort_date,
+        Message.space,
+        Message.has_attachment,
+        Message.sender_id,
+    )
+    if arms is None:
+        return [], 0
+    v = arms.subquery("v")
+    having = _listing_having(
+        session,
+        v,
         space=space,
         person=person,
         participant=participant,
@@ -216,117 +229,49 @@ def thread_summaries(
         after=after,
         before=before,
     )
-    if where is None:
+    if having is None:
         return [], 0
-    condition = visible_condition(session, viewer)
-    for clause in where:
-        condition = condition & clause
-    total = session.execute(select(func.count()).select_from(Thread).where(condition)).scalar()
-    rows = list(
-        session.execute(
-            select(Thread)
-            .where(condition)
-            .order_by(Thread.last_date.desc().nulls_last(), Thread.id.desc())
-            .limit(max(0, limit))
-            .offset(max(0, offset))
-        ).scalars()
-    )
-    return summarize(session, viewer, rows), int(total or 0)
+    last = func.max(v.c.sort_date).label("last")
+    grouped = select(v.c.thread_id, last).group_by(v.c.thread_id)
+    if having:
+        grouped = grouped.having(and_(*having))
+    total = session.execute(select(func.count()).select_from(grouped.subquery())).scalar()
+    page = session.execute(
+        grouped.order_by(last.desc(), v.c.thread_id.desc())
+        .limit(max(0, limit))
+        .offset(max(0, offset))
+    ).all()
+    return summaries_for(session, viewer, [tid for tid, _last in page]), int(total or 0)
 
 
 def summaries_for(session: Session, viewer: Viewer, thread_ids: list[int]) -> list[ThreadSummary]:
     """Summaries of the given threads (in that order) the viewer may see; others are left out."""
     if not thread_ids:
         return []
-    allowed = visible_condition(session, viewer, sorted(set(thread_ids)))
-    found = {
-        t.id: t
-        for t in session.execute(
-            select(Thread).where(Thread.id.in_(sorted(set(thread_ids))), allowed)
-        ).scalars()
-    }
-    return summarize(session, viewer, [found[t] for t in thread_ids if t in found])
-
-
-def summarize(session: Session, viewer: Viewer, threads: list[Thread]) -> list[ThreadSummary]:
-    """Listing rows for threads already known to be visible: counts over visible messages."""
-    if not threads:
-        return []
-    by_id = {t.id: t for t in threads}
-    party = party_thread_ids(session, viewer, list(by_id))
-    rows = session.execute(
-        select(
-            Message.id,
-            Message.thread_id,
-            Message.space,
-            Message.private,
-            Message.sender_id,
-            Message.has_attachment,
-        )
-        .where(Message.thread_id.in_(list(by_id)))
-        .order_by(Message.sort_date, Message.id)
-    ).all()
-    # Only messages the rule may hide need their parties looked up.
-    doubtful = [
-        pk
-        for pk, tid, space, private, _s, _a in rows
-        if not _plainly_visible(viewer, space, private, by_id[tid], tid in party)
-    ]
-    parties = message_parties(session, doubtful) if doubtful else {}
-    counts: dict[int, int] = defaultdict(int)
-    senders: dict[int, list[int]] = defaultdict(list)
-    files: set[int] = set()
-    for pk, tid, space, private, sender_id, attached in rows:
-        thread = by_id[tid]
-        plain = _plainly_visible(viewer, space, private, thread, tid in party)
-        if not plain and not may_see_message(
-            viewer,
-            parties.get(pk, set()),
-            space,
-            private,
-            thread.space,
-            thread.private,
-            thread_party=tid in party,
-        ):
-            continue
-        counts[tid] += 1
-        if attached:
-            files.add(tid)
-        if sender_id is not None and sender_id not in senders[tid]:
-            senders[tid].append(sender_id)
-    wanted = {s for ids in senders.values() for s in ids[:SHOWN_PARTICIPANTS]}
+    views = thread_views(session, viewer, thread_ids)
+    wanted = {s for view in views.values() for s in view.sender_ids[:SHOWN_PARTICIPANTS]}
     people = {
         pid: PersonRef(name or "", address)
         for pid, address, name in session.execute(
             select(Person.id, Person.address, Person.name).where(Person.id.in_(sorted(wanted)))
         )
     }
-    return [
-        ThreadSummary(
-            id=t.id,
-            subject=t.subject,
-            space=t.space,
-            private=t.private,
-            first_date=_aware(t.first_date),
-            last_date=_aware(t.last_date),
-            message_count=counts[t.id],
-            participants=tuple(people[s] for s in senders[t.id][:SHOWN_PARTICIPANTS]),
-            more_participants=max(0, len(senders[t.id]) - SHOWN_PARTICIPANTS),
-            has_attachment=t.id in files,
-        )
-        for t in threads
-    ]
+    return [_summary(views[tid], people) for tid in thread_ids if tid in views]
 
 
-def _plainly_visible(
-    viewer: Viewer, space: str | None, private: bool, thread: Thread, party: bool
-) -> bool:
-    """True when `may_see_message` holds whoever the message's parties are."""
-    if thread.private or private:
-        return False
-    if not party and (thread.space is None or thread.space not in viewer.spaces):
-        return False
-    return space is None or space == thread.space or space in viewer.spaces
+def _summary(view: ThreadView, people: dict[int, PersonRef]) -> ThreadSummary:
+    return ThreadSummary(
+        id=view.id,
+        subject=view.subject,
+        space=view.space,
+        private=view.private,
+        first_date=_aware(view.first_date),
+        last_date=_aware(view.last_date),
+        message_count=view.message_count,
+        participants=tuple(people[s] for s in view.sender_ids[:SHOWN_PARTICIPANTS]),
+        more_participants=max(0, len(view.sender_ids) - SHOWN_PARTICIPANTS),
+        has_attachment=view.has_attachment,
+    )
 
 
 def find_person(session: Session, address: str) -> PersonRef | None:
@@ -375,12 +320,13 @@ def store_stamp(session: Session) -> int:
 def thread_detail(session: Session, viewer: Viewer, thread_id: int) -> ThreadDetail | None:
     """The thread with the messages the viewer may see; None when there are none (or no thread).
 
-    `thread_id` must be current (see `resolve_thread_id`).
+    `thread_id` must be current (see `resolve_thread_id`). Title, dates,
+    space and participants come from the visible messages only.
     """
     visible = visible_messages(session, viewer, thread_id)
     if not visible:
         return None
-    thread = session.get_one(Thread, thread_id)
+    view = thread_views(session, viewer, [thread_id])[thread_id]
     pks = [m.id for m in visible]
     raws = dict(
         session.execute(
@@ -398,30 +344,13 @@ def thread_detail(session: Session, viewer: Viewer, thread_id: int) -> ThreadDet
     )
     shown = set(pks)
     parents = {pk: _visible_ancestor(pk, parent_of, shown) for pk in pks}
-    people = _people(session, pks, [m.sender_id for m in visible])
+    people = _people(session, pks, [m.sender_id for m in visible], viewer)
     files = _attachments(session, pks)
     conn = session.connection()
     details: dict[int, MessageDetail] = {}
     for message in visible:
         body = unpack_body_with_raw(conn, message.body, raws[message.id])
-        details[message.id] = MessageDetail(
-            pk=message.id,
-            message_id=message.message_id,
-            parent_pk=parents[message.id],
-            depth=0,
-            date=_aware(message.date),
-            sender=people.senders.get(message.sender_id) if message.sender_id else None,
-            to=tuple(people.to.get(message.id, ())),
-            cc=tuple(people.cc.get(message.id, ())),
-            subject=message.subject,
-            new_text=body.new_text,
-            quoted_text=body.quoted_text,
-            signature=body.signature,
-            html=body.html,
-            attachments=tuple(files.get(message.id, ())),
-            flags=tuple(f for f in message.flags.split(",") if f),
-            tags=tuple(t for t in message.tags.split(",") if t),
-        )
+        details[message.id] = _detail(message, body, people, files, parents[message.id])
     ordered = _tree_order(visible, parents)
     messages = tuple(_with_depth(details[pk], depth) for pk, depth in ordered)
     seen: dict[str, PersonRef] = {}
@@ -430,14 +359,42 @@ def thread_detail(session: Session, viewer: Viewer, thread_id: int) -> ThreadDet
             if ref is not None and ref.address not in seen:
                 seen[ref.address] = ref
     return ThreadDetail(
-        id=thread.id,
-        subject=thread.subject,
-        space=thread.space,
-        private=thread.private,
-        first_date=_aware(thread.first_date),
-        last_date=_aware(thread.last_date),
+        id=thread_id,
+        subject=view.subject,
+        space=view.space,
+        private=view.private,
+        first_date=_aware(view.first_date),
+        last_date=_aware(view.last_date),
         messages=messages,
         participants=tuple(seen.values()),
+    )
+
+
+def _detail(
+    message: Message,
+    body: Any,
+    people: _People,
+    files: dict[int, list[AttachmentInfo]],
+    parent: int | None,
+) -> MessageDetail:
+    return MessageDetail(
+        pk=message.id,
+        message_id=message.message_id,
+        parent_pk=parent,
+        depth=0,
+        date=_aware(message.date),
+        sender=people.senders.get(message.sender_id) if message.sender_id else None,
+        to=tuple(people.to.get(message.id, ())),
+        cc=tuple(people.cc.get(message.id, ())),
+        subject=message.subject,
+        new_text=body.new_text,
+        quoted_text=body.quoted_text,
+        signature=body.signature,
+        html=body.html,
+        attachments=tuple(files.get(message.id, ())),
+        flags=tuple(f for f in message.flags.split(",") if f),
+        tags=tuple(t for t in message.tags.split(",") if t),
+        bcc=tuple(people.bcc.get(message.id, ())),
     )
 
 
@@ -482,9 +439,17 @@ class _People:
     senders: dict[int, PersonRef]
     to: dict[int, list[PersonRef]]
     cc: dict[int, list[PersonRef]]
+    bcc: dict[int, list[PersonRef]]  # as the reader may know it
 
 
-def _people(session: Session, pks: list[int], sender_ids: list[int | None]) -> _People:
+def _people(
+    session: Session, pks: list[int], sender_ids: list[int | None], viewer: Viewer
+) -> _People:
+    """Senders, To and Cc of the messages, and the Bcc each reader may know of.
+
+    The sender sees their whole Bcc list; a Bcc recipient sees themselves
+    in it; nobody else learns that a Bcc existed.
+    """
     ids = sorted({s for s in sender_ids if s is not None})
     senders = {
         pid: PersonRef(name or "", address)
@@ -492,16 +457,46 @@ def _people(session: Session, pks: list[int], sender_ids: list[int | None]) -> _
             select(Person.id, Person.address, Person.name).where(Person.id.in_(ids))
         )
     }
+    sent_by: dict[int, int | None] = {
+        pk: sender
+        for pk, sender in session.execute(
+            select(Message.id, Message.sender_id).where(Message.id.in_(pks))
+        )
+    }
+    reader = normalize_address(viewer.address)
     to: dict[int, list[PersonRef]] = defaultdict(list)
     cc: dict[int, list[PersonRef]] = defaultdict(list)
+    bcc: dict[int, list[PersonRef]] = defaultdict(list)
     for pk, kind, address, name in session.execute(
         select(Recipient.message_pk, Recipient.kind, Person.address, Person.name)
         .join(Person, Person.id == Recipient.person_id)
-        .where(Recipient.message_pk.in_(pks), Recipient.kind.in_(("to", "cc")))
+        .where(Recipient.message_pk.in_(pks))
         .order_by(Recipient.message_pk, Recipient.kind, Recipient.position)
     ):
-        (to if kind == "to" else cc)[pk].append(PersonRef(name or "", address))
-    return _People(senders, to, cc)
+        ref = PersonRef(name or "", address)
+        if kind == "to":
+            to[pk].append(ref)
+        elif kind == "cc":
+            cc[pk].append(ref)
+        elif kind == "bcc" and reader:
+            sender = senders.get(sent_by.get(pk) or -1)
+            if (sender is not None and sender.address == reader) or address == reader:
+                bcc[pk].append(ref)
+    return _People(senders, to, cc, bcc)
+
+
+def knows_bcc(session: Session, viewer: Viewer, pks: list[int]) -> bool:
+    """Whether any of these messages shows the viewer a Bcc (they sent it, or were Bcc'd)."""
+    pid = _person_id(session, viewer.address) if viewer.address else None
+    if pid is None or not pks:
+        return False
+    bcc = select(Recipient.message_pk).where(Recipient.kind == "bcc")
+    query = select(Message.id).where(
+        Message.id.in_(pks),
+        Message.id.in_(bcc),
+        or_(Message.sender_id == pid, Message.id.in_(bcc.where(Recipient.person_id == pid))),
+    )
+    return session.execute(query.limit(1)).first() is not None
 
 
 def _attachments(session: Session, pks: list[int]) -> dict[int, list[AttachmentInfo]]:
@@ -518,34 +513,10 @@ def _attachments(session: Session, pks: list[int]) -> dict[int, list[AttachmentI
 
 
 def _visible_message(session: Session, viewer: Viewer, pk: int) -> Message | None:
-    """The message `pk` when the viewer may see it (its thread, then itself)."""
-    if not 0 < pk <= MAX_ID:
+    """The message `pk` when the viewer may see it."""
+    if not 0 < pk <= MAX_ID or not may_see_message(session, viewer, pk):
         return None
-    message = session.get(Message, pk)
-    if message is None:
-        return None
-    thread = session.get(Thread, message.thread_id)
-    if thread is None:
-        return None
-    if not session.execute(
-        select(true()).where(
-            Thread.id == thread.id, visible_condition(session, viewer, [thread.id])
-        )
-    ).scalar():
-        return None
-    parties = message_parties(session, [pk]).get(pk, set())
-    party = thread.id in party_thread_ids(session, viewer, [thread.id])
-    if not may_see_message(
-        viewer,
-        parties,
-        message.space,
-        message.private,
-        thread.space,
-        thread.private,
-        thread_party=party,
-    ):
-        return None
-    return message
+    return session.get(Message, pk)
 
 
 def locate_message(session: Session, viewer: Viewer, message_id: str) -> tuple[int, int] | None:
@@ -564,15 +535,28 @@ def locate_message(session: Session, viewer: Viewer, message_id: str) -> tuple[i
 
 
 def original_bytes(session: Session, viewer: Viewer, pk: int) -> bytes | None:
-    """The message exactly as first received, when the viewer may see it."""
+    """The message as it reached the viewer, when they may see it.
+
+    A reader who holds a copy gets that copy exactly as received (the
+    sender's own copy, with its Bcc, goes only to a sender who holds it).
+    Others (named in a header, or reading the space) get the first copy
+    stored without the headers that name who one copy was delivered to
+    (`core.copies.shared_copy`): no reader learns of a Bcc or another
+    person's delivery through it.
+    """
     message = _visible_message(session, viewer, pk)
-    return raw_bytes(session, message.raw_sha256) if message is not None else None
+    if message is None:
+        return None
+    own = reader_copy(session, viewer, pk)
+    if own is not None:
+        return raw_bytes(session, own)
+    return shared_copy(raw_bytes(session, message.raw_sha256))
 
 
 def attachment_bytes(
     session: Session, viewer: Viewer, pk: int, position: int
 ) -> tuple[str, str, bytes] | None:
-    """(filename, content type, bytes) of an attachment, cut from the raw message."""
+    """(filename, content type, bytes) of an attachment, cut from the reader's copy."""
     if not 0 <= position <= MAX_ID:
         return None
     message = _visible_message(session, viewer, pk)
@@ -581,7 +565,8 @@ def attachment_bytes(
     row = session.get(Attachment, (pk, position))
     if row is None:
         return None
-    parts = attachment_parts(raw_bytes(session, message.raw_sha256))
+    sha256 = reader_copy(session, viewer, pk) or message.raw_sha256
+    parts = attachment_parts(raw_bytes(session, sha256))
     if position >= len(parts):
         return None
     return row.filename, row.content_type, attachment_data(parts[position])
@@ -613,53 +598,38 @@ def newest_messages(
 ) -> list[FeedEntry]:
     """The newest messages the viewer may see, newest first: of a space's threads or one thread.
 
-    For the Atom feeds. Messages are read newest first in batches and kept
-    when the access rule lets the viewer see them, until `limit` are found.
+    For the Atom feeds. A space's feed holds the threads with a visible
+    message in that space; each entry's thread title is the reader's.
     """
-    threads = select(Thread.id).where(visible_condition(session, viewer))
+    arms = visible_arms(
+        session,
+        viewer,
+        Message.id,
+        Message.thread_id,
+        Message.sort_date,
+        thread_ids=[thread_id] if thread_id is not None else None,
+    )
+    if arms is None:
+        return []
+    v = arms.subquery("v")
+    query = select(v.c.id, v.c.thread_id, v.c.sort_date)
     if space is not None:
-        threads = threads.where(Thread.space == space)
-    if thread_id is not None:
-        threads = threads.where(Thread.id == thread_id)
-    shape: dict[int, tuple[str | None, bool, str]] = {}
-    kept: list[tuple[int, int, datetime]] = []
-    batch, offset = max(1, limit) * 2, 0
-    while len(kept) < limit:
-        rows = session.execute(
-            select(Message.id, Message.thread_id, Message.space, Message.private, Message.sort_date)
-            .where(Message.thread_id.in_(threads))
-            .order_by(Message.sort_date.desc(), Message.id.desc())
-            .limit(batch)
-            .offset(offset)
-        ).all()
-        if not rows:
-            break
-        offset += batch
-        missing = {tid for _pk, tid, *_ in rows} - set(shape)
-        for tid, tspace, tprivate, subject in session.execute(
-            select(Thread.id, Thread.space, Thread.private, Thread.subject).where(
-                Thread.id.in_(sorted(missing))
-            )
-        ):
-            shape[tid] = (tspace, tprivate, subject)
-        parties = message_parties(session, [pk for pk, *_ in rows])
-        party = party_thread_ids(session, viewer, sorted({tid for _pk, tid, *_ in rows}))
-        for pk, tid, mspace, mprivate, sort_date in rows:
-            tspace, tprivate, _subject = shape[tid]
-            if may_see_message(
-                viewer,
-                parties.get(pk, set()),
-                mspace,
-                mprivate,
-                tspace,
-                tprivate,
-                thread_party=tid in party,
-            ):
-                kept.append((pk, tid, _aware(sort_date) or datetime.min.replace(tzinfo=UTC)))
-    kept = kept[:limit]
+        in_space = select(Message.thread_id).where(
+            Message.space == space, Message.id.in_(select(v.c.id))
+        )
+        query = query.where(v.c.thread_id.in_(in_space))
+    kept = session.execute(
+        query.order_by(v.c.sort_date.desc(), v.c.id.desc()).limit(max(0, limit))
+    ).all()
     if not kept:
         return []
     pks = [pk for pk, _t, _d in kept]
+    titles = {
+        tid: view.subject
+        for tid, view in thread_views(
+            session, viewer, sorted({tid for _pk, tid, _d in kept})
+        ).items()
+    }
     rows_by_pk = {
         m.id: (m, raw)
         for m, raw in session.execute(
@@ -668,30 +638,14 @@ def newest_messages(
             .where(Message.id.in_(pks))
         ).all()
     }
-    people = _people(session, pks, [rows_by_pk[pk][0].sender_id for pk in pks])
+    people = _people(session, pks, [rows_by_pk[pk][0].sender_id for pk in pks], viewer)
     files = _attachments(session, pks)
     conn = session.connection()
     entries = []
     for pk, tid, sort_date in kept:
         message, raw = rows_by_pk[pk]
         body = unpack_body_with_raw(conn, message.body, raw)
-        detail = MessageDetail(
-            pk=pk,
-            message_id=message.message_id,
-            parent_pk=None,
-            depth=0,
-            date=_aware(message.date),
-            sender=people.senders.get(message.sender_id) if message.sender_id else None,
-            to=tuple(people.to.get(pk, ())),
-            cc=tuple(people.cc.get(pk, ())),
-            subject=message.subject,
-            new_text=body.new_text,
-            quoted_text=body.quoted_text,
-            signature=body.signature,
-            html=body.html,
-            attachments=tuple(files.get(pk, ())),
-            flags=tuple(f for f in message.flags.split(",") if f),
-            tags=tuple(t for t in message.tags.split(",") if t),
-        )
-        entries.append(FeedEntry(tid, shape[tid][2], sort_date, detail))
+        detail = _detail(message, body, people, files, None)
+        date = _aware(sort_date) or datetime.min.replace(tzinfo=UTC)
+        entries.append(FeedEntry(tid, titles.get(tid, ""), date, detail))
     return entries

@@ -5,21 +5,28 @@ it looks up everything the batch needs at once (known copies, ids, content
 hashes, references, candidate parents), decides in memory, then writes each
 table with one multi-row statement. Threads merge with a union-find; their
 trees are rebuilt once at the end. Nothing here commits.
+
+A copy is merged into a stored message only when their content hashes are
+equal. A copy whose Message-ID is held by a message with other content is an
+id collision: the two are stored apart, and the one with the earliest Date
+(`dedupe.comes_first`) keeps the id, so replies naming it thread with that
+one. The other is stored under its collision id (`dedupe.collision_id`),
+flagged `id-collision` and private; a holder that loses the id is renamed so.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from bridge.core import dedupe
-from bridge.core.message import Address, ParsedMessage, RuleDecision
+from bridge.core.message import Address, Flag, ParsedMessage, RuleDecision
 from bridge.core.normalize import is_reply_subject, normalize_subject
 from bridge.core.threads import ThreadMember, fallback_key, reply_link
 from bridge.pipeline import Outcome, Prepared
@@ -63,6 +70,15 @@ FALLBACK_WINDOW = timedelta(days=60)
 INDEXED_QUOTE_CHARS = 4000
 
 
+@dataclass(frozen=True, slots=True)
+class _Holder:
+    """A stored message holding an id that a newcomer with other content carries too."""
+
+    date: datetime | None
+    flags: str
+    raw_sha256: str
+
+
 @dataclass
 class _NewMessage:
     pk: int
@@ -92,6 +108,10 @@ class BatchWriter:
         self._touched: set[int] = set()
         self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._new: list[_NewMessage] = []
+        self._new_by_pk: dict[int, _NewMessage] = {}
+        self._held: dict[int, _Holder] = {}  # read when a collision meets them
+        # Messages that lost Message-IDs to a newcomer with an earlier Date.
+        self._taken: dict[int, set[str]] = defaultdict(set)
         self._canonical_dirty: set[int] = set()
         self._batch_subjects: dict[str, list[_NewMessage]] = defaultdict(list)
         self._rule_hits: dict[str, int] = {}
@@ -126,11 +146,18 @@ class BatchWriter:
         if item.decision.skip is not None:
             self._skip(item, item.decision.skip)
             return Outcome.SKIPPED
-        pk = self.look.ids.get(item.message_id) or self.look.hashes.get(item.content_hash)
+        pk = self.look.hashes.get(item.content_hash)
         if pk is not None:
             self._merge(pk, item)
             return Outcome.MERGED
-        self._add_new(item)
+        holder = self.look.ids.get(item.message_id)
+        if holder is None:
+            self._add_new(item, item.message_id)
+        elif dedupe.comes_first(item.parsed.date if item.parsed else None, self._date(holder)):
+            self._add_new(item, item.message_id, joins={self._thread_of(holder)})
+            self._take_id(holder, item.message_id)
+        else:
+            self._add_new(item, dedupe.collision_id(item.message_id, item.content_hash))
         return Outcome.STORED
 
     def _quarantine(self, item: Prepared, reason: str, detail: str) -> None:
@@ -173,14 +200,12 @@ class BatchWriter:
     # -- a copy of a known message --------------------------------------------
 
     def _merge(self, pk: int, item: Prepared) -> None:
+        """A copy with the content hash of message `pk`; its id, if new, becomes an alias."""
         assert item.message_id and item.content_hash
         self._delivery(pk, item)
         decision = item.decision
         if decision.space or decision.tags or decision.private:
             self._decided[pk].append(decision)
-        if item.content_hash not in self.look.hashes:
-            self.look.hashes[item.content_hash] = pk
-            self._rows["hashes"].append({"hash": item.content_hash, "message_pk": pk})
         if item.message_id in self.look.ids:
             return
         self.look.ids[item.message_id] = pk
@@ -191,18 +216,100 @@ class BatchWriter:
         waiting = self.look.referencing.get(item.message_id, set())
         self._join({self._thread_of(pk), *waiting})
 
+    # -- a Message-ID held by other content ------------------------------------
+
+    def _date(self, pk: int) -> datetime | None:
+        """The Date of message `pk`, which holds an id that a newcomer also carries."""
+        new = self._new_by_pk.get(pk)
+        if new is not None:
+            date: datetime | None = new.values["date"]
+            return date
+        if pk not in self._held:
+            row = self.conn.execute(
+                select(Message.date, Message.flags, Message.raw_sha256).where(Message.id == pk)
+            ).one()
+            self._held[pk] = _Holder(row.date, row.flags, row.raw_sha256)
+        return self._held[pk].date
+
+    def _take_id(self, pk: int, message_id: str) -> None:
+        """Message `pk` loses `message_id` to a newcomer dated earlier: renamed, flagged, private.
+
+        A message of this batch is changed here; a stored one in `_rename_holders`.
+        """
+        self.look.ids_of[pk].discard(message_id)
+        new = self._new_by_pk.get(pk)
+        if new is None:
+            self._taken[pk].add(message_id)
+            return
+        assert new.item.content_hash
+        renamed = dedupe.collision_id(message_id, new.item.content_hash)
+        self._add_id(pk, renamed)
+        values = new.values
+        if values["message_id"] == message_id:
+            values["message_id"] = renamed
+            new.member = replace(new.member, message_id=renamed)
+        values["flags"] = _flags(values["flags"], collision=True)
+        values["private"] = True
+
+    def _add_id(self, pk: int, message_id: str) -> None:
+        self.look.ids[message_id] = pk
+        self.look.ids_of[pk].add(message_id)
+        self._rows["ids"].append({"message_id": message_id, "message_pk": pk})
+
+    def _rename_holders(self) -> None:
+        """Stored messages that lost ids take their collision ids, before newcomers claim the ids.
+
+        Their content hash is read here (rare: only when a newcomer took an id).
+        """
+        if not self._taken:
+            return
+        pks = sorted(self._taken)
+        hashes: dict[int, str] = {}
+        for pk, chash in self.conn.execute(
+            select(ContentHash.message_pk, ContentHash.hash)
+            .where(ContentHash.message_pk.in_(pks))
+            .order_by(ContentHash.hash.desc())
+        ):
+            hashes[pk] = chash  # the smallest, if a message has several
+        ids = table(MessageId)
+        taken = sorted({mid for mids in self._taken.values() for mid in mids})
+        for part in chunks(taken):
+            self.conn.execute(delete(ids).where(ids.c.message_id.in_(part)))
+        updates = []
+        for pk in pks:
+            holder = self._held[pk]
+            for message_id in sorted(self._taken[pk]):
+                self._add_id(pk, dedupe.collision_id(message_id, hashes.get(pk, holder.raw_sha256)))
+            canonical = dedupe.canonical_id(self.look.ids_of[pk])
+            self.look.canonical[pk] = canonical
+            updates.append(
+                {"pk": pk, "mid": canonical, "flags": _flags(holder.flags, collision=True)}
+            )
+        messages = table(Message)
+        self.conn.execute(
+            update(messages)
+            .where(messages.c.id == bindparam("pk"))
+            .values(message_id=bindparam("mid"), flags=bindparam("flags"), private=True),
+            updates,
+        )
+
     # -- a new message -------------------------------------------------------
 
-    def _add_new(self, item: Prepared) -> None:
+    def _add_new(self, item: Prepared, stored_id: str, joins: set[int] | None = None) -> None:
+        """Store `item` as a message known by `stored_id` (a collision id if not its own).
+
+        `joins`: threads it belongs in besides those its headers name.
+        """
         parsed, split = item.parsed, item.split
         assert parsed is not None and split is not None and item.message_id
+        collision = stored_id != item.message_id
         refs = references_of(parsed)
         conversation = conversation_key(parsed.thread_index)
-        related: set[int] = set()
+        related: set[int] = set(joins or ())
         for ref in refs:
             if ref in self.look.ids:
                 related.add(self._thread_of(self.look.ids[ref]))
-        for ident in (*refs, item.message_id):
+        for ident in (*refs, stored_id):
             related.update(self.look.referencing.get(ident, ()))
         if conversation:
             related.update(self.look.conversations.get(conversation, ()))
@@ -217,7 +324,7 @@ class BatchWriter:
         subject_norm = normalize_subject(parsed.subject)
         values = {
             "id": pk,
-            "message_id": item.message_id,
+            "message_id": stored_id,
             "raw_sha256": item.sha256,
             "thread_id": thread,
             "parent_id": None,
@@ -235,18 +342,19 @@ class BatchWriter:
             "is_reply": is_reply_subject(parsed.subject) or bool(split.quoted_text.strip()),
             "has_attachment": any(not a.inline for a in parsed.attachments),
             "list_id": parsed.list_id,
-            "flags": ",".join(sorted(parsed.flags)),
+            "flags": _flags(",".join(parsed.flags), collision=collision),
             "arrival": self.look.next_arrival(),
             "space": item.decision.space,
             "tags": ",".join(sorted(set(item.decision.tags))),
-            "private": item.decision.private,
+            "private": item.decision.private or collision,
         }
         member = new_member(values, parsed, split.new_text, split.quoted_text)
         new = _NewMessage(pk, thread, values, member, parsed, item)
         self._new.append(new)
+        self._new_by_pk[pk] = new
         self.look.thread_of[pk] = thread
-        self.look.ids[item.message_id] = pk
-        self.look.ids_of[pk] = {item.message_id}
+        self.look.ids[stored_id] = pk
+        self.look.ids_of[pk] = {stored_id}
         assert item.content_hash
         self.look.hashes[item.content_hash] = pk
         for ident in refs:
@@ -320,6 +428,7 @@ class BatchWriter:
             [{"id": t, "subject": "", "message_count": 0} for t in live_new_threads],
         )
         self._merge_existing_threads()
+        self._rename_holders()
         if self._new:
             message_rows = []
             for new in self._new:
@@ -327,6 +436,9 @@ class BatchWriter:
                 message_rows.append(new.values)
             bulk_insert(conn, table(Message), message_rows)
             self._dependents()
+        # Only ids still held: one a newcomer took from a message of this batch goes.
+        held = [r for r in rows["ids"] if self.look.ids.get(r["message_id"]) == r["message_pk"]]
+        rows["ids"] = unique_rows(held, "message_id")
         for model, name in (
             (MessageId, "ids"),
             (ContentHash, "hashes"),
@@ -492,3 +604,11 @@ class BatchWriter:
                 ),
                 updates,
             )
+
+
+def _flags(flags: str, *, collision: bool) -> str:
+    """Comma-separated flags, sorted, with `id-collision` added when `collision`."""
+    found = {flag for flag in flags.split(",") if flag}
+    if collision:
+        found.add(Flag.ID_COLLISION)
+    return ",".join(sorted(found))

@@ -1,4 +1,4 @@
-"""Admin pages: counts, quarantine (with retry), rule hits, IMAP accounts, the outbox.
+"""Admin pages: counts, quarantine (with retry), id collisions, rule hits, IMAP, the outbox.
 
 Admins are the addresses in `web.admins`. For anyone else, signed in or
 not, every page here answers the one 404 page: nothing tells that it exists.
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from bridge import pipeline
 from bridge.errors import NotFoundError
 from bridge.outbound import outbox
-from bridge.store import quarantine
+from bridge.store import collisions, quarantine
 from bridge.store.reading import raw_bytes
 from bridge.store.tables import (
     ImapState,
@@ -62,6 +62,7 @@ def overview_counts(session: Session, now: datetime) -> dict[str, Any]:
         "threads": _count(session, Thread),
         "people": _count(session, Person),
         "quarantined": _count(session, Quarantined, Quarantined.released_at.is_(None)),
+        "collisions": collisions.count_collisions(session),
         "skipped": _count(session, Skipped),
         "users": _count(session, User),
         "sessions": _count(session, WebSession, WebSession.expires_at > now),
@@ -196,6 +197,13 @@ async def quarantine_retry(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/admin/quarantine?retried={ident}&outcome={result}")
 
 
+async def collisions_page(request: web.Request) -> web.StreamResponse:
+    """Messages stored apart because their Message-ID is held by other content."""
+    require_admin(request)
+    found = await store_of(request).read(collisions.list_collisions)
+    return _page(request, "admin_collisions.html", {"collisions": found})
+
+
 async def rules_page(request: web.Request) -> web.StreamResponse:
     require_admin(request)
     hits, skipped = await store_of(request).read(rule_rows)
@@ -237,6 +245,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/admin/quarantine", quarantine_list)
     app.router.add_get(r"/admin/quarantine/{ident:\d+}", quarantine_item)
     app.router.add_post(r"/admin/quarantine/{ident:\d+}/retry", quarantine_retry)
+    app.router.add_get("/admin/collisions", collisions_page)
     app.router.add_get("/admin/rules", rules_page)
     app.router.add_get("/admin/imap", imap_page)
     app.router.add_get("/admin/outbox", outbox_page)

@@ -187,6 +187,7 @@ def message_json(message: MessageDetail, thread_id: int, ids: dict[int, str]) ->
         "sender": _person(message.sender),
         "to": [_person(p) for p in message.to],
         "cc": [_person(p) for p in message.cc],
+        "bcc": [_person(p) for p in message.bcc],
         "subject": message.subject,
         "new_text": message.new_text,
         "quoted_text": message.quoted_text,

@@ -115,6 +115,7 @@ SCHEMAS: dict[str, Any] = {
             "sender",
             "to",
             "cc",
+            "bcc",
             "subject",
             "new_text",
             "quoted_text",
@@ -138,6 +139,12 @@ SCHEMAS: dict[str, Any] = {
             "sender": _ref("Person"),
             "to": {"type": "array", "items": _ref("Person")},
             "cc": {"type": "array", "items": _ref("Person")},
+            "bcc": {
+                "type": "array",
+                "items": _ref("Person"),
+                "description": "Bcc as the reader may know it: all of it for its sender, "
+                "the reader alone for a Bcc recipient, empty for everyone else.",
+            },
             "subject": {"type": "string"},
             "new_text": {"type": "string"},
             "quoted_text": {"type": "string"},

@@ -67,18 +67,20 @@ def _prepare(
     return list(detail.messages), shown, origins
 
 
-Found = tuple[int, tuple[Any, ...] | None, tuple[int, ...]]
+Found = tuple[int, tuple[Any, ...] | None, tuple[int, ...], str]
 
 
 def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | None:
-    """The thread's current id; when it is the one asked, its stamp and what the viewer sees."""
+    """The thread's current id; when it is the one asked, its stamp, what the viewer sees,
+    and the reader's address when the page shows them a Bcc (then it is theirs alone)."""
     current = browse.resolve_thread_id(session, asked)
     if current is None:
         return None
     if current != asked:
-        return current, None, ()
+        return current, None, (), ""
     seen = visible_message_ids(session, viewer, current)
-    return current, browse.thread_stamp(session, current), seen
+    own = viewer.address if browse.knows_bcc(session, viewer, list(seen)) else ""
+    return current, browse.thread_stamp(session, current), seen, own
 
 
 async def thread(request: web.Request) -> web.StreamResponse:
@@ -87,7 +89,7 @@ async def thread(request: web.Request) -> web.StreamResponse:
     found = await store_of(request).read(lambda s: _resolve_and_stamp(s, asked, viewer))
     if found is None:
         raise web.HTTPNotFound()
-    current, stamp, seen = found
+    current, stamp, seen, own = found
     if current != asked:
         # Permanent: links to a merged thread must keep working, and bookmarks update.
         query = f"?{request.query_string}" if request.query_string else ""
@@ -97,7 +99,7 @@ async def thread(request: web.Request) -> web.StreamResponse:
     flat = request.query.get("view") == "flat"
     remote = request.query.get("images") == "1"
     # Readers who see the same messages of the same thread share its body.
-    key = ("thread", current, stamp, seen, flat, remote, *reading_key(request))
+    key = ("thread", current, stamp, seen, own, flat, remote, *reading_key(request))
     kept = cache_of(request).get(key)
     if kept is None:
         detail = await store_of(request).read(lambda s: browse.thread_detail(s, viewer, current))

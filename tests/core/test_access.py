@@ -1,4 +1,4 @@
-"""The pure access rule: staff, spaces a viewer reads, threads and messages they see.
+"""The pure access rule: staff, spaces a viewer reads, and the messages they see.
 
 Addresses are those of the Enron "Heads up" and SoCal threads in tests/data/enron.
 """
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.config import parse_config
-from bridge.core.access import is_staff, may_see_message, may_see_thread, viewer_for
+from bridge.core.access import MessageFacts, grants, is_staff, may_see, viewer_for
 
 SPACES = parse_config(
     tomllib.loads(
@@ -61,40 +61,47 @@ def test_viewer_reads_member_spaces_and_staff_open_spaces() -> None:
     assert viewer_for("nobody@example.net", SPACES, STAFF).spaces == frozenset()
 
 
-def test_the_thread_rule() -> None:
+def facts(
+    holders: set[str] = frozenset(),  # type: ignore[assignment]
+    named: set[str] = frozenset(),  # type: ignore[assignment]
+    space: str | None = None,
+    private: bool = False,
+) -> MessageFacts:
+    return MessageFacts(frozenset(holders), frozenset(named), space, private)
+
+
+def test_the_message_rule() -> None:
     kam = viewer_for("kam.keiser@enron.com", SPACES, STAFF)
     partner = viewer_for("ann@partner.example", SPACES, STAFF)
     outsider = viewer_for("nobody@example.net", SPACES, STAFF)
-    assert may_see_thread(kam, HEADS_UP, None, private=False)  # a party
-    assert may_see_thread(kam, HEADS_UP, None, private=True)  # a party to a private thread
-    assert may_see_thread(kam, set(), "trading", private=False)  # staff-open space
-    assert not may_see_thread(kam, set(), "gas", private=False)  # not a member
-    assert may_see_thread(partner, set(), "gas", private=False)  # a member
-    assert not may_see_thread(partner, set(), "gas", private=True)  # private: parties only
-    assert not may_see_thread(partner, HEADS_UP, "trading", private=False)
+    assert grants(kam, facts(named=HEADS_UP)) == ("named",)
+    assert grants(kam, facts(holders={"kam.keiser@enron.com"})) == ("delivered",)
+    assert grants(kam, facts(named=HEADS_UP, private=True)) == ("named",)  # private: still his
+    assert grants(kam, facts(space="trading")) == ("space",)  # a staff-open space
+    assert grants(kam, facts(named=HEADS_UP, space="trading")) == ("named", "space")
+    assert not may_see(kam, facts(space="gas"))  # not a member
+    assert not may_see(kam, facts(space="trading", private=True))  # private: its people only
+    assert not may_see(kam, facts())  # in no space, naming nobody he is
+    assert may_see(partner, facts(space="gas"))  # a member
+    assert not may_see(partner, facts(space="gas", private=True))
+    assert not may_see(partner, facts(named=HEADS_UP, space="trading"))
     for space in (None, "gas", "trading", "board"):
-        assert not may_see_thread(outsider, HEADS_UP, space, private=False)
-
-
-def test_the_message_rule_keeps_other_spaces_and_private_mail_out() -> None:
-    kam = viewer_for("kam.keiser@enron.com", SPACES, STAFF)
-    # A thread kam sees as a party: a message merged in from "gas" stays hidden.
-    assert not may_see_message(kam, set(), "gas", False, None, False)
-    assert may_see_message(kam, set(), "gas", False, "gas", False)  # the thread's own space
-    assert may_see_message(kam, set(), "trading", False, None, False)  # a space he reads
-    assert may_see_message(kam, set(), None, False, None, False)
-    assert not may_see_message(kam, set(), None, False, None, True)  # private thread
-    assert not may_see_message(kam, set(), "trading", True, "trading", False)
-    assert may_see_message(kam, HEADS_UP, "gas", True, "gas", True)  # he was party to it
+        assert not may_see(outsider, facts(named=HEADS_UP, holders=HEADS_UP, space=space))
 
 
 addresses = st.emails().map(str.lower)
 
 
-@given(addresses, st.sets(addresses, max_size=4), st.sampled_from([None, "gas", "trading"]))
-def test_a_party_always_sees_and_a_stranger_never_sees_a_private_thread(
-    address: str, others: set[str], space: str | None
+@given(
+    addresses,
+    st.sets(addresses, max_size=4),
+    st.sets(addresses, max_size=4),
+    st.sampled_from([None, "gas", "trading"]),
+)
+def test_holders_and_named_people_always_see_and_nobody_else_sees_private_mail(
+    address: str, holders: set[str], named: set[str], space: str | None
 ) -> None:
     who = viewer_for(address, SPACES, STAFF)
-    assert may_see_thread(who, others | {address}, space, private=True)
-    assert not may_see_thread(who, others - {address}, space, private=True)
+    assert may_see(who, facts(holders | {address}, named, space, private=True))
+    assert may_see(who, facts(holders, named | {address}, space, private=True))
+    assert not may_see(who, facts(holders - {address}, named - {address}, space, private=True))
