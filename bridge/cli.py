@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    from bridge import commands, rules_cli
+    from bridge import access_cli, commands, rules_cli
 
     p = command("import", commands.cmd_import, "import mbox, maildir, .eml and message folders")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("search", commands.cmd_search, "search stored mail, results by thread")
     p.add_argument("query", nargs="+")
+    p.add_argument(
+        "--as",
+        dest="as_address",
+        metavar="ADDRESS",
+        help="only what ADDRESS may see, as the viewer would answer them (audited)",
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--offset", type=int, default=0)
@@ -120,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", commands.cmd_export, "export every message as JSON lines or mbox")
     p.add_argument("--format", choices=["jsonl", "mbox"], default="jsonl")
     p.add_argument("-o", "--output", metavar="FILE")
+    p.add_argument(
+        "--as",
+        dest="as_address",
+        metavar="ADDRESS",
+        help="only the messages ADDRESS may see, as their copies (audited)",
+    )
 
     p = command("quarantine", commands.cmd_quarantine, "list, show or retry quarantined mail")
     p.add_argument("action", choices=["list", "show", "retry"])
@@ -134,6 +146,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("action", choices=["list", "show"])
     p.add_argument("ident", nargs="?", type=int, metavar="PK")
+
+    p = command(
+        "access",
+        access_cli.cmd_access,
+        "show what a person may see: their threads, or a thread message by message and why",
+    )
+    access_cli.add_arguments(p)
+
+    p = command("audit", access_cli.cmd_audit, "list the audit log, newest first")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--action", metavar="NAME", help="only this action, e.g. access.show")
+    p.add_argument("--json", action="store_true")
 
     p = command(
         "rules", rules_cli.cmd_rules, "test the rules on a message, or replay them over stored mail"

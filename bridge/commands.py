@@ -106,13 +106,17 @@ def _force_progress() -> bool:
 def cmd_search(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
+    from bridge.access_cli import audit_reader, reader
     from bridge.search import search
 
+    viewer = reader(args.as_address, config) if args.as_address else None
     engine = open_engine(args, config)
     query = " ".join(args.query)
     with Session(engine) as session:
+        if viewer is not None:
+            audit_reader(session, viewer, "search.as", query)
         if args.json:
-            results = search(session, query, limit=args.limit, offset=args.offset)
+            results = search(session, query, limit=args.limit, offset=args.offset, viewer=viewer)
             write_json(
                 sys.stdout,
                 {
@@ -138,7 +142,13 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
             return 0
         bold = ("\x1b[1m", "\x1b[0m") if sys.stdout.isatty() else ("[", "]")
         results = search(
-            session, query, limit=args.limit, offset=args.offset, mark=bold, escape=False
+            session,
+            query,
+            limit=args.limit,
+            offset=args.offset,
+            viewer=viewer,
+            mark=bold,
+            escape=False,
         )
     for hint in results.hints:
         sys.stderr.write(f"hint: {hint}\n")
@@ -213,17 +223,21 @@ def cmd_raw(args: argparse.Namespace, config: Config) -> int:
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
-    from bridge.store.reading import export_raw, export_rows
+    from bridge.access_cli import audit_reader, reader
+    from bridge.store.export import export_raw, export_rows
 
+    viewer = reader(args.as_address, config) if args.as_address else None
     engine = open_engine(args, config)
     with Session(engine) as session:
+        if viewer is not None:
+            audit_reader(session, viewer, "export.as", args.format)
         if args.format == "jsonl":
             with _output(args.output) as out:
-                for row in export_rows(session):
+                for row in export_rows(session, viewer):
                     write_json(out, row)
         else:
             with _output(args.output, binary=True) as out:
-                for data in export_raw(session):
+                for data in export_raw(session, viewer):
                     out.write(mbox_entry(data))
     return 0
 

@@ -1,4 +1,4 @@
-"""Reading the store: messages by id, raw bytes, threads as trees, export rows.
+"""Reading the store: messages by id, raw bytes, threads as trees.
 
 Sync functions taking a Session, shared by the CLI, the web viewer and exports.
 """
@@ -6,10 +6,8 @@ Sync functions taking a Session, shared by the CLI, the web viewer and exports.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,13 +16,10 @@ from bridge.core.normalize import normalize_message_id
 from bridge.errors import NotFoundError
 from bridge.store.blobs import decompress, unpack_body_with_raw
 from bridge.store.tables import (
-    Attachment,
-    Delivery,
     Message,
     MessageId,
     Person,
     RawBlob,
-    Recipient,
     Thread,
 )
 from bridge.store.threading_store import resolve_thread_id
@@ -145,93 +140,3 @@ def thread_row(session: Session, thread_id: int) -> Thread:
     if thread is None:
         raise NotFoundError("thread", str(thread_id))
     return thread
-
-
-def export_rows(session: Session) -> Iterator[dict[str, Any]]:
-    """One dict per stored message, threads in order of their first message."""
-    thread_ids = session.execute(
-        select(Thread.id).order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)
-    ).scalars()
-    for thread_id in list(thread_ids):
-        views = thread_messages(session, thread_id)
-        pks = [view.pk for view in views]
-        details = _export_details(session, pks)
-        for view in views:
-            yield {
-                "message_id": view.message_id,
-                "aliases": details["aliases"].get(view.pk, []),
-                "thread_id": thread_id,
-                "parent_id": view.parent_message_id,
-                "date": view.date.astimezone(UTC).isoformat().replace("+00:00", "Z")
-                if view.date
-                else None,
-                "from": {"name": view.sender_name, "address": view.sender} if view.sender else None,
-                "to": details["to"].get(view.pk, []),
-                "cc": details["cc"].get(view.pk, []),
-                "subject": view.subject,
-                "new_text": view.new_text,
-                "quoted_text": view.quoted_text,
-                "signature": view.signature,
-                "attachments": details["attachments"].get(view.pk, []),
-                "deliveries": details["deliveries"].get(view.pk, []),
-                "flags": list(view.flags),
-            }
-
-
-def _export_details(session: Session, pks: list[int]) -> dict[str, dict[int, list[Any]]]:
-    out: dict[str, dict[int, list[Any]]] = {
-        k: defaultdict(list) for k in ("aliases", "to", "cc", "attachments", "deliveries")
-    }
-    canonical = dict(
-        session.execute(select(Message.id, Message.message_id).where(Message.id.in_(pks))).all()
-    )
-    for pk, alias in session.execute(
-        select(MessageId.message_pk, MessageId.message_id)
-        .where(MessageId.message_pk.in_(pks))
-        .order_by(MessageId.message_id)
-    ):
-        if alias != canonical[pk]:
-            out["aliases"][pk].append(alias)
-    for pk, kind, address, name in session.execute(
-        select(Recipient.message_pk, Recipient.kind, Person.address, Person.name)
-        .join(Person, Person.id == Recipient.person_id)
-        .where(Recipient.message_pk.in_(pks), Recipient.kind.in_(("to", "cc")))
-        .order_by(Recipient.message_pk, Recipient.kind, Recipient.position)
-    ):
-        out[kind][pk].append({"name": name, "address": address})
-    for attachment in session.execute(
-        select(Attachment).where(Attachment.message_pk.in_(pks)).order_by(Attachment.position)
-    ).scalars():
-        out["attachments"][attachment.message_pk].append(
-            {
-                "filename": attachment.filename,
-                "content_type": attachment.content_type,
-                "size": attachment.size,
-            }
-        )
-    for delivery in session.execute(
-        select(Delivery).where(Delivery.message_pk.in_(pks)).order_by(Delivery.source, Delivery.key)
-    ).scalars():
-        out["deliveries"][delivery.message_pk].append(
-            {
-                "source": delivery.location,
-                "mailbox": delivery.mailbox,
-                "kind": delivery.source,
-            }
-        )
-    return out
-
-
-def export_raw(session: Session) -> Iterator[bytes]:
-    """The original bytes of every message, in thread order."""
-    thread_ids = list(
-        session.execute(
-            select(Thread.id).order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)
-        ).scalars()
-    )
-    for thread_id in thread_ids:
-        for view in thread_messages(session, thread_id):
-            sha = session.execute(
-                select(Message.raw_sha256).where(Message.id == view.pk)
-            ).scalar_one()
-            yield raw_bytes(session, sha)
