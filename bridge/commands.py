@@ -64,6 +64,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
             workers=args.workers or config.imports.workers,
             batch_size=config.imports.batch_size,
             rules=config.ruleset,
+            limits=config.limits.parse_limits(),
             owners=owners,
             stop=lambda: bool(interrupts),
             progress=bar.update,
@@ -301,7 +302,7 @@ def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
     for ident in ids:
         with Session(engine) as session, session.begin():
             outcome, reason = pipeline.retry_quarantined(
-                session, ident, utcnow(), rules=config.ruleset
+                session, ident, utcnow(), rules=config.ruleset, limits=config.limits.parse_limits()
             )
         if reason:
             failed += 1

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.loops import Identity
+from bridge.core.parse import ParseLimits
 from bridge.core.rule_config import parse_rules, parse_spaces
 from bridge.core.rules import Rule, RuleSet, Space
 from bridge.errors import ConfigError
@@ -40,6 +41,10 @@ class LimitsConfig:
     max_message_bytes: int = 64 * 1024 * 1024
     max_mime_parts: int = 2000
     max_mime_depth: int = 60
+
+    def parse_limits(self) -> ParseLimits:
+        """The limits every path parses with: SMTP, LMTP, IMAP, imports, retries, rule tests."""
+        return ParseLimits(self.max_message_bytes, self.max_mime_parts, self.max_mime_depth)
 
 
 def _port(value: int) -> str | None:

@@ -149,6 +149,7 @@ class Daemon:
             max_wait=smtp.batch_wait,
             on_stored=self._stored,
             rules=lambda: self.config.ruleset,
+            limits=lambda: self.config.limits.parse_limits(),
         )
         self.committer.start()
         context = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None

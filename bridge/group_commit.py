@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from bridge import pipeline
 from bridge.core.message import RawMessage
+from bridge.core.parse import ParseLimits
 from bridge.core.rules import RuleSet
 from bridge.store.blobs import Compressor
 from bridge.store.runner import StoreRunner
@@ -40,10 +41,12 @@ class GroupCommit:
         on_stored: OnStored | None = None,
         prepare_threads: int = 2,
         rules: Callable[[], RuleSet | None] = lambda: None,
+        limits: Callable[[], ParseLimits | None] = lambda: None,
     ) -> None:
         self.store = store
         self.compressor = compressor
         self.rules = rules  # asked for each message, so a reload applies at once
+        self.limits = limits
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_stored = on_stored
@@ -74,8 +77,8 @@ class GroupCommit:
         return await asyncio.shield(future)
 
     def prepare(self, raw: RawMessage) -> pipeline.Prepared:
-        """`pipeline.prepare` with the current rules: safe from any thread."""
-        return pipeline.prepare(raw, self.compressor, rules=self.rules())
+        """`pipeline.prepare` with the current rules and limits: safe from any thread."""
+        return pipeline.prepare(raw, self.compressor, limits=self.limits(), rules=self.rules())
 
     async def close(self) -> None:
         """Store everything queued, then stop."""

@@ -148,6 +148,7 @@ def retry_quarantined(
     now: datetime,
     compressor: Compressor | None = None,
     rules: RuleSet | None = None,
+    limits: ParseLimits | None = None,
 ) -> tuple[Outcome, str | None]:
     """Run a quarantined copy through the pipeline again (after a fix or an upgrade).
 
@@ -159,7 +160,7 @@ def retry_quarantined(
     from bridge.store.tables import Quarantined
 
     row = quarantine.get_held(session, row_id)
-    item = prepare(quarantine.raw_message(session, row), compressor, rules=rules)
+    item = prepare(quarantine.raw_message(session, row), compressor, limits, rules=rules)
     if item.failure is not None:
         reason, detail = item.failure
         session.execute(

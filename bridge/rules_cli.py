@@ -41,11 +41,6 @@ def cmd_rules(args: argparse.Namespace, config: Config, out: TextIO | None = Non
     return rules_replay(args, config, out)
 
 
-def _limits(config: Config) -> ParseLimits:
-    lim = config.limits
-    return ParseLimits(lim.max_message_bytes, lim.max_mime_parts, lim.max_mime_depth)
-
-
 # -- test ----------------------------------------------------------------------
 
 
@@ -63,7 +58,7 @@ def rules_test(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     else:
         provenance = Provenance("file", str(path))
     try:
-        parsed = parse_message(data, _limits(config))
+        parsed = parse_message(data, config.limits.parse_limits())
     except ParseError as exc:
         out.write(f"{path}: would be quarantined ({exc})\n")
         return 1
@@ -276,7 +271,7 @@ def rules_replay(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     engine = open_engine(args, config)
     with Session(engine) as session:
         counted = rule_hits.counts(session.connection())
-        result = replay(config.ruleset, stored_copies(session, since), _limits(config))
+        result = replay(config.ruleset, stored_copies(session, since), config.limits.parse_limits())
         session.rollback()  # read only: nothing to keep
     write_replay(result, config.ruleset, counted, out)
     return 0

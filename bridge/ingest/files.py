@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from bridge import pipeline
 from bridge.core.message import RawMessage
+from bridge.core.parse import ParseLimits
 from bridge.core.rules import RuleSet
 from bridge.ingest.owners import Owners
 from bridge.ingest.sources import FileStamp, Found, Item, count_messages, discover, read_items
@@ -67,6 +68,7 @@ def run_import(
     workers: int | None = None,
     batch_size: int = BATCH_SIZE,
     rules: RuleSet | None = None,
+    limits: ParseLimits | None = None,
     owners: Owners = NO_OWNERS,
     stop: Callable[[], bool] = lambda: False,
     progress: Callable[[int], None] | None = None,
@@ -92,7 +94,7 @@ def run_import(
     compressor = Compressor(_dictionary(engine, todo, clock()))
     items = _items(todo)
     workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
-    with _pool(workers, compressor, rules) as pool:
+    with _pool(workers, compressor, rules, limits) as pool:
         interrupted = False
         pending = _submit(pool, _take(items, batch_size))
         while pending is not None:
@@ -156,29 +158,33 @@ class _Done:
 # What each worker process prepares messages with, set once when it starts.
 _worker_compressor = Compressor()
 _worker_rules: RuleSet | None = None
+_worker_limits: ParseLimits | None = None
 
 
-def _init_worker(compressor: Compressor, rules: RuleSet | None) -> None:
-    global _worker_compressor, _worker_rules
+def _init_worker(compressor: Compressor, rules: RuleSet | None, limits: ParseLimits | None) -> None:
+    global _worker_compressor, _worker_rules, _worker_limits
     if multiprocessing.parent_process() is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the writer's to handle
     _worker_compressor = compressor
     _worker_rules = rules
+    _worker_limits = limits
 
 
-def _pool(workers: int, compressor: Compressor, rules: RuleSet | None) -> Any:
-    _init_worker(compressor, rules)
+def _pool(
+    workers: int, compressor: Compressor, rules: RuleSet | None, limits: ParseLimits | None
+) -> Any:
+    _init_worker(compressor, rules, limits)
     if workers <= 1:
         return _SerialPool()
     return multiprocessing.get_context("fork").Pool(
-        workers, initializer=_init_worker, initargs=(compressor, rules)
+        workers, initializer=_init_worker, initargs=(compressor, rules, limits)
     )
 
 
 def _prepare_raw(raw: RawMessage | None) -> pipeline.Prepared | None:
     if raw is None:
         return None
-    return pipeline.prepare(raw, _worker_compressor, rules=_worker_rules)
+    return pipeline.prepare(raw, _worker_compressor, _worker_limits, rules=_worker_rules)
 
 
 def _training_samples(todo: list[Found]) -> list[bytes]:

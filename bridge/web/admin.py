@@ -181,10 +181,11 @@ async def quarantine_retry(request: web.Request) -> web.StreamResponse:
     ident = _ident(request)
     now = now_of(request)
     rules = config_of(request).ruleset
+    limits = config_of(request).limits.parse_limits()
 
     def retry(s: Session) -> str | None:
         try:
-            outcome, reason = pipeline.retry_quarantined(s, ident, now, rules=rules)
+            outcome, reason = pipeline.retry_quarantined(s, ident, now, rules=rules, limits=limits)
         except NotFoundError:
             return None
         return f"{outcome.value}:{reason}" if reason else outcome.value
