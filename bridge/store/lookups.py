@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from bridge.core.normalize import normalize_subject
+from bridge.core.bounds import person_key, subject_key
 from bridge.core.threads import ThreadMember, fallback_key
 from bridge.pipeline import Prepared
 from bridge.store import threading_store
@@ -130,7 +130,7 @@ class Lookups:
             assert parsed is not None
             for person in (parsed.sender, *parsed.to, *parsed.cc, *parsed.bcc):
                 if person is not None:
-                    wanted.add(person.address or f"({person.name})")
+                    wanted.add(person_key(person))
             wanted.update(envelope_addresses(item.raw.provenance.envelope_to))
         found: dict[str, int] = {}
         for part in chunks(sorted(wanted)):
@@ -147,9 +147,9 @@ class Lookups:
         dates = [i.parsed.date for i in good if i.parsed and i.parsed.date]
         subjects = sorted(
             {
-                normalize_subject(i.parsed.subject)
+                subject_key(i.parsed.subject)
                 for i in good
-                if i.parsed and i.parsed.date and normalize_subject(i.parsed.subject)
+                if i.parsed and i.parsed.date and subject_key(i.parsed.subject)
             }
         )
         found: dict[str, list[tuple[int, ThreadMember]]] = defaultdict(list)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from bridge.core.bounds import envelope_key
 from bridge.core.message import ParsedMessage
 from bridge.core.threads import ThreadMember, thread_index_keys
 from bridge.pipeline import Prepared
@@ -30,7 +31,7 @@ def envelope_addresses(envelope_to: Iterable[str]) -> list[str]:
     for value in envelope_to:
         address = value.strip().lower()
         if address and "@" in address:
-            seen[address] = None
+            seen[envelope_key(address)] = None
     return list(seen)
 
 

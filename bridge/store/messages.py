@@ -26,8 +26,17 @@ from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from bridge.core import dedupe
+from bridge.core.bounds import (
+    CONTENT_ID,
+    CONTENT_TYPE,
+    LIST_ID,
+    bounded,
+    bounded_or_none,
+    person_key,
+    subject_key,
+)
 from bridge.core.message import Address, Flag, ParsedMessage, RuleDecision
-from bridge.core.normalize import is_reply_subject, normalize_subject
+from bridge.core.normalize import is_reply_subject
 from bridge.core.threads import ThreadMember, fallback_key, reply_link
 from bridge.pipeline import Outcome, Prepared
 from bridge.search import index_messages
@@ -321,7 +330,7 @@ class BatchWriter:
             self._new_threads.add(thread)
             self._touched.add(thread)
         pk = self._message_ids()
-        subject_norm = normalize_subject(parsed.subject)
+        subject_norm = subject_key(parsed.subject)
         values = {
             "id": pk,
             "message_id": stored_id,
@@ -341,7 +350,7 @@ class BatchWriter:
             "conversation": conversation,
             "is_reply": is_reply_subject(parsed.subject) or bool(split.quoted_text.strip()),
             "has_attachment": any(not a.inline for a in parsed.attachments),
-            "list_id": parsed.list_id,
+            "list_id": bounded_or_none(parsed.list_id, LIST_ID),
             "flags": _flags(",".join(parsed.flags), collision=collision),
             "arrival": self.look.next_arrival(),
             "space": item.decision.space,
@@ -398,7 +407,7 @@ class BatchWriter:
     # -- people and deliveries ---------------------------------------------------
 
     def _person(self, address: Address) -> int:
-        key = address.address or f"({address.name})"
+        key = person_key(address)
         pk = self.look.people.get(key)
         if pk is None:
             pk = self._person_ids()
@@ -504,9 +513,9 @@ class BatchWriter:
                     "message_pk": pk,
                     "position": position,
                     "filename": a.filename,
-                    "content_type": a.content_type,
+                    "content_type": bounded(a.content_type, CONTENT_TYPE),
                     "size": a.size,
-                    "content_id": a.content_id,
+                    "content_id": bounded_or_none(a.content_id, CONTENT_ID),
                     "inline": a.inline,
                 }
             )
