@@ -31,6 +31,9 @@ RECIPIENT_OK = "250 2.1.5 Recipient OK"
 NO_SUCH_USER = "550 5.1.1 No such recipient here"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
+SENDER_OK = "250 2.1.0 Sender OK"
+BAD_SENDER = "553 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 SESSION_TOO_LONG = "421 4.4.2 Session time limit exceeded, closing connection"
@@ -40,6 +43,16 @@ Settings = Callable[[], SmtpConfig]
 
 LONGEST_LINE = 256 * 1024
 _SIZE = re.compile(r"\bSIZE=(\d+)", re.IGNORECASE)
+
+
+def unusable_address(address: str) -> bool:
+    """An address no store can keep: control characters (NUL too) or bytes that are not UTF-8.
+
+    aiosmtpd keeps undecodable bytes as lone surrogates; they and NUL cannot
+    be written to PostgreSQL, not even to quarantine, so the client would get
+    451 forever. They are refused at the command with a permanent 553.
+    """
+    return any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in address)
 
 
 def lmtp_reply(address: str, reply: str) -> str:
@@ -68,9 +81,23 @@ class BridgeHandler:
         address = address.lower()
         return address in domains or address.rpartition("@")[2] in domains
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if unusable_address(address):
+            log.warning(
+                "%s from %s: refused a sender address: %r", self.protocol, _peer(session), address
+            )
+            return BAD_SENDER
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return SENDER_OK
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if unusable_address(address):
+            return BAD_RECIPIENT
         if not self.accepts(address):
             return NO_SUCH_USER
         envelope.rcpt_tos.append(address)
@@ -78,6 +105,23 @@ class BridgeHandler:
         return RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        try:
+            reply = await self._store(session, envelope)
+        except Exception as exc:  # any failure here is answered, per recipient for LMTP
+            log.error(
+                "%s DATA from %s failed: %s: %s",
+                self.protocol,
+                _peer(session),
+                type(exc).__name__,
+                exc,
+            )
+            reply = TEMPORARY_FAILURE
+        if self.protocol == "lmtp":
+            # RFC 2033: one reply per accepted recipient, whatever happened.
+            return "\r\n".join(lmtp_reply(rcpt, reply) for rcpt in envelope.rcpt_tos)
+        return reply
+
+    async def _store(self, session: Session, envelope: Envelope) -> str:
         data: Any = envelope.original_content or envelope.content or b""
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
@@ -104,12 +148,8 @@ class BridgeHandler:
                 type(exc).__name__,
                 exc,
             )
-            reply = TEMPORARY_FAILURE
-        else:
-            reply = OK
-        if self.protocol == "lmtp":
-            return "\r\n".join(lmtp_reply(rcpt, reply) for rcpt in envelope.rcpt_tos)
-        return reply
+            return TEMPORARY_FAILURE
+        return OK
 
     async def handle_exception(self, error: Exception) -> str:
         # Never `500` with internals: the client gets a temporary failure and retries.
