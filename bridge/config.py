@@ -26,11 +26,6 @@ from bridge.store.db import DEFAULT_DB_URL
 
 
 @dataclass(frozen=True, slots=True)
-class DatabaseConfig:
-    url: str = DEFAULT_DB_URL
-
-
-@dataclass(frozen=True, slots=True)
 class ImportConfig:
     workers: int = 2
     batch_size: int = 1000
@@ -81,6 +76,12 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    url: str = DEFAULT_DB_URL
+    busy_timeout: float = field(default=30.0, metadata=_check(_positive))
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpConfig:
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
     hostname: str = "localhost"
@@ -94,6 +95,9 @@ class SmtpConfig:
     session_timeout: float = field(default=1800.0, metadata=_check(_positive))
     max_connections: int = field(default=200, metadata=_check(_positive))
     max_connections_per_client: int = field(default=20, metadata=_check(_positive))
+    max_recipients: int = field(default=1000, metadata=_check(_positive))
+    max_junk_commands: int = field(default=100, metadata=_check(_positive))
+    max_errors: int = field(default=20, metadata=_check(_positive))
     batch_size: int = field(default=64, metadata=_check(_positive))
     batch_wait: float = field(default=0.005, metadata=_check(_positive))
 

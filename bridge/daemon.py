@@ -84,7 +84,11 @@ class Daemon:
         self.services: list[Service] = []  # filled below, once the store exists
         self.reload_hooks: list[Callable[[Config], object]] = []
         # FULL: a commit is on disk before SMTP answers 250.
-        engine = make_engine(db_url or config.database.url, synchronous="FULL")
+        engine = make_engine(
+            db_url or config.database.url,
+            synchronous="FULL",
+            busy_timeout=config.database.busy_timeout,
+        )
         if not is_current(engine):
             upgrade(engine)
         self.store = StoreRunner(engine)

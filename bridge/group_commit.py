@@ -22,6 +22,7 @@ from bridge.core.message import RawMessage
 from bridge.core.parse import ParseLimits
 from bridge.core.rules import RuleSet
 from bridge.store.blobs import Compressor
+from bridge.store.db import is_transient
 from bridge.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,16 @@ class GroupCommit:
         now = datetime.now(UTC)
         try:
             outcomes = await self.store.write(lambda s: pipeline.store_batch(s, items, now))
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc):
+                # The database, not a message: every sender gets 451 and retries.
+                log.error(
+                    "storing a batch of %d failed: %s: %s", len(items), type(exc).__name__, exc
+                )
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
             log.exception("storing a batch of %d failed; storing one by one", len(items))
             for waiter in batch:
                 await self._store_alone(waiter, now)
@@ -131,6 +141,11 @@ class GroupCommit:
         try:
             outcome = (await self.store.write(lambda s: pipeline.store_batch(s, [item], now)))[0]
         except Exception as exc:
+            if is_transient(exc):
+                log.error("<%s> store failed: %s", item.message_id, _describe(exc))
+                if not future.done():
+                    future.set_exception(exc)
+                return
             log.exception("<%s> store failed; quarantining", item.message_id)
             failed = replace(item, failure=("store-failed", f"{type(exc).__name__}: {exc}"[:500]))
             try:
@@ -164,3 +179,9 @@ class GroupCommit:
             self.on_stored(item, outcome)
         if not future.done():
             future.set_result(outcome)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the exception's type and the first line of its message."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}"[:300]

@@ -27,6 +27,7 @@ from bridge.core.quotes import split_reply
 from bridge.core.rules import RuleSet, decide
 from bridge.errors import ParseError
 from bridge.store.blobs import Body, Compressor
+from bridge.store.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ def store_alone(engine: Engine, item: Prepared, now: datetime, tally: Tally) -> 
             outcome = store_batch(session, [item], now, tally)[0]
         return outcome
     except Exception as exc:
+        if is_transient(exc):
+            raise
         log.exception("<%s> store failed", item.message_id)
         failed = replace(item, failure=("store-failed", _describe(exc)))
         with Session(engine) as session, session.begin():

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.daemon import Daemon
 
 DATA = Path(__file__).parent / "data" / "smtp"
 MESSAGES = sorted(DATA.glob("*.eml"))
@@ -34,3 +39,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Client:
+    """A line-at-a-time client over a real socket, sending exact bytes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def replies(self, count: int = 1) -> list[bytes]:
+        lines: list[bytes] = []
+        while len(lines) < count:
+            line = (await asyncio.wait_for(self.reader.readline(), 10)).rstrip(b"\r\n")
+            lines.append(line)
+            if line[3:4] == b"-":
+                count += 1
+        return lines
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+    async def say(self, line: bytes, count: int = 1) -> list[bytes]:
+        self.writer.write(line + b"\r\n")
+        await self.writer.drain()
+        return await self.replies(count)
+
+
+async def connect(daemon: Daemon, protocol: str) -> Client:
+    """A client greeted and past LHLO/EHLO on the daemon's listener for `protocol`."""
+    bound = next(b.port for b in daemon.smtp_bound if b.protocol == protocol)
+    client = Client(*await asyncio.open_connection("127.0.0.1", bound))
+    assert (await client.replies())[0].startswith(b"220")
+    hello = b"LHLO" if protocol == "lmtp" else b"EHLO"
+    assert (await client.say(hello + b" mta.test"))[-1].startswith(b"250")
+    return client

@@ -31,6 +31,7 @@ from bridge.ingest.imap_sync import SOURCE, ImapStore, location
 from bridge.ingest.imap_worker import ImapWorker
 from bridge.pipeline import Outcome, Prepared
 from bridge.store.blobs import Compressor
+from bridge.store.db import is_transient
 from bridge.store.imap_state import Checkpoint, delivered_here, load_checkpoint, save_checkpoint
 from bridge.store.runner import StoreRunner
 
@@ -162,6 +163,8 @@ class SessionStore:
             result: Outcome = self._write(lambda s: self._store_new(s, [item], where, now)[0])
             return result
         except Exception as exc:
+            if is_transient(exc):
+                raise  # not checkpointed: the next sync fetches it again
             log.exception("<%s> store failed", item.message_id)
             failed = replace(item, failure=("store-failed", f"{type(exc).__name__}: {exc}"[:500]))
             quarantined: Outcome = self._write(lambda s: pipeline.store_batch(s, [failed], now)[0])

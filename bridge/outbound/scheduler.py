@@ -24,6 +24,9 @@ MAINTENANCE_EVERY = timedelta(hours=1)
 # a run every few minutes sends each digest close to its hour; a run late
 # after downtime still sends one digest per person, never one per missed run.
 DIGESTS_EVERY = timedelta(minutes=5)
+# Copies quarantined because the store failed are retried when their backoff
+# (`store.quarantine.retry_delay`) is over; this is how often that is checked.
+QUARANTINE_RETRY_EVERY = timedelta(minutes=1)
 
 
 def maintain(session: Session) -> None:
@@ -65,6 +68,15 @@ class Scheduler:
             coalesce=True,
             max_instances=1,
             next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+        )
+        self._scheduler.add_job(
+            self.retry_quarantined,
+            "interval",
+            seconds=QUARANTINE_RETRY_EVERY.total_seconds(),
+            id="quarantine-retry",
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=10),
         )
         if mailer is not None:
             self._scheduler.add_job(
@@ -108,6 +120,43 @@ class Scheduler:
                 log.warning("digest for %r not sent: %s", address, reason)
         except Exception:  # a job failure is logged, the daemon goes on
             log.exception("the digest run failed")
+
+    async def retry_quarantined(self, now: datetime | None = None) -> dict[str, int]:
+        """Store again the `store-failed` copies whose retry time has come; count the outcomes."""
+        from bridge import pipeline
+        from bridge.store import quarantine
+
+        now = now or datetime.now(UTC)
+        rules = self.config.ruleset if self.config is not None else None
+        limits = self.config.limits.parse_limits() if self.config is not None else None
+        tally: dict[str, int] = {}
+        try:
+            due = await self.store.read(lambda s: quarantine.due_for_retry(s, now))
+        except Exception:  # a job failure is logged, the daemon goes on
+            log.exception("reading the quarantine failed")
+            return tally
+        for ident in due:
+            try:
+                outcome, reason = await self.store.write(
+                    lambda s, i=ident: pipeline.retry_quarantined(  # type: ignore[misc]
+                        s, i, now, rules=rules, limits=limits
+                    )
+                )
+            except Exception as exc:
+                log.warning("quarantined copy %d: retry failed (%s)", ident, exc)
+                outcome, reason = pipeline.Outcome.QUARANTINED, quarantine.STORE_FAILED
+            if reason == quarantine.STORE_FAILED:
+                try:
+                    await self.store.write(lambda s, i=ident: quarantine.postpone(s, i, now))  # type: ignore[misc]
+                except Exception as exc:  # the store is down: the next run tries again
+                    log.warning("quarantined copy %d: not postponed (%s)", ident, exc)
+            result = reason or outcome.value
+            tally[result] = tally.get(result, 0) + 1
+        if due:
+            log.info(
+                "quarantine retry: %s", ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
+            )
+        return tally
 
     async def _send_mail(self) -> None:
         """Send what the outbox holds that is due (retries wait for their backoff)."""

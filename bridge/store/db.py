@@ -26,12 +26,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
+def make_engine(url: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
 
     `synchronous` is SQLite's: NORMAL is durable at each checkpoint of a WAL
     database and safe against corruption; FULL makes every commit durable,
-    which the SMTP listener needs before it answers 250.
+    which the SMTP listener needs before it answers 250. `busy_timeout`
+    (seconds) is how long a statement waits for another writer's lock
+    (PostgreSQL: `lock_timeout`) before it fails as a transient error.
     """
     url = normalize_url(url)
     parsed = make_url(url)
@@ -39,17 +41,35 @@ def make_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
         database = parsed.database or ""
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        _sqlite_pragmas(engine, synchronous)
+        engine = create_engine(url, connect_args={"timeout": busy_timeout})
+        _sqlite_pragmas(engine, synchronous, busy_timeout)
         return engine
-    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args())
+    return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(busy_timeout))
 
 
-def _pg_connect_args() -> dict[str, Any]:
-    return {"application_name": os.environ.get("BRIDGE_APP_NAME", "bridge")}
+def _pg_connect_args(busy_timeout: float) -> dict[str, Any]:
+    return {
+        "application_name": os.environ.get("BRIDGE_APP_NAME", "bridge"),
+        "options": f"-c lock_timeout={int(busy_timeout * 1000)}",
+    }
 
 
-def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
+def is_transient(exc: BaseException) -> bool:
+    """A failure of the database (connection lost, disk full, lock timeout), not of a message.
+
+    The same message may store a moment later: SMTP answers 451 so the MTA
+    retries, IMAP leaves it for the next sync. Anything else (a value the
+    store refuses, a bug tripped by one message) is the message's own, and
+    it goes to quarantine.
+    """
+    from sqlalchemy import exc as sa
+
+    if isinstance(exc, sa.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa.OperationalError | sa.InterfaceError | sa.TimeoutError | OSError)
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str, busy_timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # pysqlite's own transaction handling defers BEGIN; issue it ourselves
@@ -62,7 +82,7 @@ def _sqlite_pragmas(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         cursor.execute("PRAGMA cache_size=-65536")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()

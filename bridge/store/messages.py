@@ -51,6 +51,7 @@ from bridge.store.message_rows import (
     references_of,
     unique_rows,
 )
+from bridge.store.quarantine import STORE_FAILED, retry_delay
 from bridge.store.tables import (
     Attachment,
     ContentHash,
@@ -173,8 +174,16 @@ class BatchWriter:
         prov = item.raw.provenance
         self.reasons.append(reason)
         log.warning("quarantined %s (%s): %s", prov.key, reason, detail)
+        retry_at = self.now + retry_delay(0) if reason == STORE_FAILED else None
         self._rows["quarantine"].append(
-            {**copy_columns(item), "reason": reason, "detail": detail, "created_at": self.now}
+            {
+                **copy_columns(item),
+                "reason": reason,
+                "detail": detail,
+                "created_at": self.now,
+                "attempts": 0,
+                "retry_at": retry_at,
+            }
         )
 
     def _skip(self, item: Prepared, rule: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -11,6 +11,38 @@ from bridge.core.message import Provenance, RawMessage
 from bridge.errors import NotFoundError
 from bridge.store.reading import raw_bytes
 from bridge.store.tables import Quarantined
+
+STORE_FAILED = "store-failed"  # the store refused the copy: retried on a backoff
+RETRY_FIRST = timedelta(minutes=5)
+RETRY_LONGEST = timedelta(hours=6)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Wait before the next automatic retry, after `attempts` failed ones: 5 min doubling to 6 h."""
+    return min(RETRY_FIRST * 2 ** min(attempts, 16), RETRY_LONGEST)
+
+
+def due_for_retry(session: Session, now: datetime, limit: int = 50) -> list[int]:
+    """Held `store-failed` copies whose next retry time has come, oldest first."""
+    return list(
+        session.execute(
+            select(Quarantined.id)
+            .where(
+                Quarantined.released_at.is_(None),
+                Quarantined.reason == STORE_FAILED,
+                Quarantined.retry_at <= now,
+            )
+            .order_by(Quarantined.retry_at, Quarantined.id)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def postpone(session: Session, ident: int, now: datetime) -> None:
+    """A retry failed: count it and set the next one further off."""
+    row = get_held(session, ident)
+    row.attempts += 1
+    row.retry_at = now + retry_delay(row.attempts)
 
 
 def list_held(session: Session, limit: int = 100) -> list[Quarantined]:

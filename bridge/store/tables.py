@@ -267,6 +267,9 @@ class Quarantined(CopyOfSource, Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # `store-failed` copies are retried by the scheduler: tries so far, and when next.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
 
     __table_args__ = (UniqueConstraint("source", "key", name="uq_quarantine_source_key"),)
 

@@ -1,15 +1,18 @@
-"""Bad bytes in the envelope get a permanent 553 at the command, on SQLite and PostgreSQL.
+"""What a session may send: envelope bytes, recipients, idle commands and errors.
 
 Undecodable UTF-8 and NUL in MAIL FROM or RCPT TO used to be accepted, then
 fail to store (and to quarantine) on every attempt: the client got 451
-forever. Sent here as raw bytes over a real socket, each must be refused at
-its command while the session goes on, a good message after it must be
-stored, and LMTP must answer one line per accepted recipient.
+forever. Sent here as raw bytes over a real socket, on SQLite and
+PostgreSQL, each must be refused at its command while the session goes on,
+a good message after it must be stored, and LMTP must answer one line per
+accepted recipient. 20,000 RCPT and 50,000 NOOP were once accepted: beyond
+`max_recipients` RCPT gets 452, and beyond `max_junk_commands` idle commands
+or `max_errors` error replies without a message accepted the session is
+closed with 421, as Postfix does.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,24 +21,13 @@ from sqlalchemy import text
 
 from bridge.config import parse_config
 from bridge.daemon import Daemon
-from tests.smtp_support import fresh_copy, real_message
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/bridge.db"
-    from tests.conftest import _fresh_pg
-
-    url = request.getfixturevalue("pg_database")
-    _fresh_pg(url).dispose()
-    return str(url)
+from tests.smtp_support import connect, fresh_copy, real_message
 
 
 @pytest.fixture
-async def daemon(database: str, tmp_path: Path) -> AsyncIterator[Daemon]:
+async def daemon(database_url: str, tmp_path: Path) -> AsyncIterator[Daemon]:
     data = {
-        "database": {"url": database},
+        "database": {"url": database_url},
         "smtp": {
             "domains": ["example.com"],
             "listeners": [{"port": 0}, {"port": 0, "protocol": "lmtp"}],
@@ -47,40 +39,6 @@ async def daemon(database: str, tmp_path: Path) -> AsyncIterator[Daemon]:
     await running.start()
     yield running
     await running.stop()
-
-
-class Client:
-    """A line-at-a-time client over a real socket, sending exact bytes."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def replies(self, count: int = 1) -> list[bytes]:
-        lines: list[bytes] = []
-        while len(lines) < count:
-            line = (await asyncio.wait_for(self.reader.readline(), 10)).rstrip(b"\r\n")
-            lines.append(line)
-            if line[3:4] == b"-":
-                count += 1
-        return lines
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
-
-    async def say(self, line: bytes, count: int = 1) -> list[bytes]:
-        self.writer.write(line + b"\r\n")
-        await self.writer.drain()
-        return await self.replies(count)
-
-
-async def connect(daemon: Daemon, protocol: str) -> Client:
-    bound = next(b.port for b in daemon.smtp_bound if b.protocol == protocol)
-    client = Client(*await asyncio.open_connection("127.0.0.1", bound))
-    assert (await client.replies())[0].startswith(b"220")
-    hello = b"LHLO" if protocol == "lmtp" else b"EHLO"
-    assert (await client.say(hello + b" mta.test"))[-1].startswith(b"250")
-    return client
 
 
 async def stored(daemon: Daemon) -> list[tuple[str, str]]:
@@ -130,3 +88,58 @@ async def test_lmtp_answers_each_accepted_recipient_when_one_is_bad(daemon: Daem
     assert (await client.say(b"NOOP"))[0].startswith(b"250")
     await client.close()
     assert await stored(daemon) == [(mid, "alice@example.com\nbob@example.com")]
+
+
+async def test_recipients_beyond_the_cap_get_452_and_the_message_keeps_the_rest(
+    daemon: Daemon,
+) -> None:
+    cap = daemon.config.smtp.max_recipients
+    client = await connect(daemon, "smtp")
+    assert (await client.say(b"MAIL FROM:<sender@example.com>"))[0].startswith(b"250")
+    for n in range(cap):
+        assert (await client.say(b"RCPT TO:<r%d@example.com>" % n))[0].startswith(b"250")
+    assert (await client.say(b"RCPT TO:<one.more@example.com>"))[0] == (
+        b"452 4.5.3 Too many recipients"
+    )
+    data, mid = fresh_copy(real_message(2), "many")
+    assert (await client.say(b"DATA"))[0].startswith(b"354")
+    assert (await client.say(data + b"."))[0].startswith(b"250")
+    await client.close()
+    ((stored_id, envelope_to),) = await stored(daemon)
+    assert stored_id == mid and len(envelope_to.split("\n")) == cap
+
+
+async def test_idle_commands_without_a_message_close_the_session(daemon: Daemon) -> None:
+    cap = daemon.config.smtp.max_junk_commands
+    client = await connect(daemon, "smtp")  # its EHLO counts as one
+    for _ in range(cap - 1):
+        assert (await client.say(b"NOOP"))[0].startswith(b"250")
+    assert (await client.say(b"NOOP"))[0].startswith(b"421 4.7.0")
+    assert await client.reader.read() == b""  # closed
+    await client.close()
+
+
+async def test_a_message_accepted_resets_the_count(daemon: Daemon) -> None:
+    cap = daemon.config.smtp.max_junk_commands
+    client = await connect(daemon, "smtp")
+    for n in range(3):
+        for _ in range(cap - 2):
+            assert (await client.say(b"RSET"))[0].startswith(b"250")
+        data, _ = fresh_copy(real_message(n), f"progress-{n}")
+        assert (await client.say(b"MAIL FROM:<sender@example.com>"))[0].startswith(b"250")
+        assert (await client.say(b"RCPT TO:<alice@example.com>"))[0].startswith(b"250")
+        assert (await client.say(b"DATA"))[0].startswith(b"354")
+        assert (await client.say(data + b"."))[0].startswith(b"250")
+    await client.close()
+    assert len(await stored(daemon)) == 3
+
+
+async def test_errors_without_a_message_close_the_session(daemon: Daemon) -> None:
+    cap = daemon.config.smtp.max_errors
+    client = await connect(daemon, "smtp")
+    for _ in range(cap):  # RCPT before MAIL: 503 each time
+        assert (await client.say(b"RCPT TO:<alice@example.com>"))[0].startswith(b"503")
+    answer = await client.say(b"RCPT TO:<alice@example.com>", count=2)
+    assert answer[0].startswith(b"503") and answer[1].startswith(b"421 4.7.0 Too many errors")
+    assert await client.reader.read() == b""
+    await client.close()
