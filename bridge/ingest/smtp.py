@@ -32,6 +32,9 @@ NO_SUCH_USER = "550 5.1.1 No such recipient here"
 TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary failure, please try again later"
 SENDER_OK = "250 2.1.0 Sender OK"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+TOO_MANY_JUNK = "421 4.7.0 Too many commands without a message, closing connection"
+TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
@@ -98,6 +101,8 @@ class BridgeHandler:
     ) -> str:
         if unusable_address(address):
             return BAD_RECIPIENT
+        if len(envelope.rcpt_tos) >= self.settings().max_recipients:
+            return TOO_MANY_RECIPIENTS
         if not self.accepts(address):
             return NO_SUCH_USER
         envelope.rcpt_tos.append(address)
@@ -232,9 +237,13 @@ class GuardedSMTP(SMTP):
         self, handler: BridgeHandler, *, guard: ConnectionGuard, session_timeout: float, **kw: Any
     ) -> None:
         super().__init__(handler, **kw)
+        self.settings = handler.settings
         self.guard = guard
         self.session_timeout = session_timeout
         self.busy = False  # inside DATA: shutdown waits for it
+        # Since the last message accepted: commands that do nothing, error replies.
+        self.junk = 0
+        self.errors = 0
         self._client = ""
         self._admitted = False
         self._deadline: asyncio.TimerHandle | None = None
@@ -275,6 +284,48 @@ class GuardedSMTP(SMTP):
         log.info("%s session with %s closed: %s", self.protocol, self._client, reply)
         transport.write(reply.encode("ascii") + b"\r\n")
         transport.close()
+
+    async def push(self, status: Any) -> None:
+        await super().push(status)
+        text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+        if self.busy and text.startswith("250"):
+            self.junk = self.errors = 0  # a message accepted: the session makes progress
+        elif text[:1] in ("4", "5") and not text.startswith("421"):
+            self.errors += 1
+            if self.errors > self.settings().max_errors:
+                self.close_with(TOO_MANY_ERRORS)
+
+    async def _junk(self) -> bool:
+        """Count a command that does nothing; True when the session was closed for it."""
+        self.junk += 1
+        if self.junk > self.settings().max_junk_commands:
+            self.close_with(TOO_MANY_JUNK)
+            return True
+        return False
+
+    async def smtp_NOOP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_NOOP(arg)
+
+    async def smtp_RSET(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_RSET(arg)
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_VRFY(arg)
+
+    async def smtp_HELP(self, arg: str) -> None:
+        if not await self._junk():
+            await super().smtp_HELP(arg)
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._junk():
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._junk():
+            await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         # aiosmtpd refuses SIZE= too, with its own words; this answers the named reply.
