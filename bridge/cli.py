@@ -45,14 +45,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # a bug: still one line, the traceback with --debug
+    except Exception as exc:  # a bug, or the database: still one line, a traceback with --debug
         if args.debug:
             raise
+        from bridge.store.db import is_transient
+
+        if is_transient(exc):
+            print(f"bridge: error: the database failed: {one_line(exc)}", file=sys.stderr)  # noqa: T201
+            return 75  # EX_TEMPFAIL: try again later
         print(  # noqa: T201
-            f"bridge: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"bridge: internal error: {one_line(exc)} (run with --debug for details)",
             file=sys.stderr,
         )
         return 70
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's type and first line; a database error's own, never its SQL or values."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(cause).__name__}: {first}"[:300]
 
 
 def _common_options(default: Any) -> argparse.ArgumentParser:

@@ -67,6 +67,16 @@ class NotFoundError(BridgeError):
         super().__init__(f"no {kind} {ident!r}")
 
 
+class StoreUnavailable(BridgeError):
+    """The database stayed busy or away through every retry of a write."""
+
+    def __init__(self, reason: str, tries: int) -> None:
+        super().__init__(
+            f"the database did not take the write after {tries} tries ({reason}); "
+            "run the same command again to resume"
+        )
+
+
 class ImportSourceError(BridgeError):
     """Raised by `ingest.files` for a path that is not a mail archive it can read."""
 

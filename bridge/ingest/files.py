@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from bridge import pipeline
 from bridge.core.message import RawMessage
 from bridge.core.parse import ParseLimits
 from bridge.core.rules import RuleSet
+from bridge.errors import StoreUnavailable
 from bridge.ingest.owners import Owners
 from bridge.ingest.sources import FileStamp, Found, Item, count_messages, discover, read_items
 from bridge.store.blobs import (
@@ -35,12 +37,15 @@ from bridge.store.blobs import (
     dictionary_id,
     train_dictionary,
 )
+from bridge.store.db import is_transient, writer
 from bridge.store.owners import record_owners
 from bridge.store.tables import CompressionDict, ImportedFile
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 1000
+# Seconds between tries of a batch the store could not take (busy, away): about 45 s in all.
+RETRY_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0)
 NO_OWNERS = Owners()
 
 
@@ -82,8 +87,6 @@ def run_import(
     Every copy is delivered to `owners.of(its mailbox)`; copies stored by an
     earlier import of the same files get those owners too.
     """
-    import time
-
     started = time.monotonic()
     found = [replace(f, owners=owners.of(f.mailbox)) for f in discover(paths)]
     done = _finished_files(engine)
@@ -108,7 +111,7 @@ def run_import(
                 progress(len(batch_items))
     result = ImportResult(tally, len(found), len(found) - len(todo), 0.0, interrupted)
     if owners and not interrupted:
-        with Session(engine) as session, session.begin():
+        with Session(writer(engine)) as session, session.begin():
             owned = {str(f.path): f.owners for f in found if f.owners}
             result.owners_recorded = record_owners(session, "file", owned)
         result.unowned = owners.unowned(f.mailbox for f in found)
@@ -203,7 +206,7 @@ def _training_samples(todo: list[Found]) -> list[bytes]:
 
 def _dictionary(engine: Engine, todo: list[Found], now: datetime) -> bytes | None:
     """The store's compression dictionary, trained on the first messages if it has none."""
-    with engine.begin() as conn:
+    with writer(engine).begin() as conn:
         current = current_dictionary(conn)
         if current is not None:
             return current
@@ -233,25 +236,56 @@ def _store(
     tally: pipeline.Tally,
     now: datetime,
 ) -> None:
-    """One transaction: the batch's messages and the checkpoints of the files it finished."""
+    """One transaction: the batch's messages and the checkpoints of the files it finished.
+
+    A database that is busy or away (a daemon writing beside the import, a
+    restart) is waited for: the batch is tried again, a few times, before
+    the import stops with a one-line error (running it again resumes).
+    """
     real = [p for p in prepared if p is not None]
     finished = [item.stamp for item in batch if item.last_in_file]
-    try:
-        with Session(engine) as session, session.begin():
-            batch_tally = pipeline.Tally()
-            pipeline.store_batch(session, real, now, batch_tally)
-            _checkpoint(session, finished, batch)
-    except Exception:
-        # A bug or a constraint hit by one message must not cost the others:
-        # store them one by one, quarantining whichever fails.
-        log.exception("batch of %d failed; storing its messages one by one", len(real))
-        for item in real:
-            pipeline.store_alone(engine, item, now, tally)
-        with Session(engine) as session, session.begin():
-            _checkpoint(session, finished, batch)
-        return
+    engine = writer(engine)
+    for attempt, pause in enumerate((*RETRY_PAUSES, None)):
+        try:
+            with Session(engine) as session, session.begin():
+                batch_tally = pipeline.Tally()
+                pipeline.store_batch(session, real, now, batch_tally)
+                _checkpoint(session, finished, batch)
+            break
+        except Exception as exc:
+            if not is_transient(exc):
+                _store_one_by_one(engine, batch, real, finished, tally, now)
+                return
+            if pause is None:
+                raise StoreUnavailable(_first_line(exc), attempt + 1) from None
+            log.warning(
+                "the store is busy (%s); batch tried again in %.1fs", _first_line(exc), pause or 0
+            )
+            time.sleep(pause)
     tally.outcomes.update(batch_tally.outcomes)
     tally.quarantine_reasons.update(batch_tally.quarantine_reasons)
+
+
+def _store_one_by_one(
+    engine: Engine,
+    batch: list[Item],
+    real: list[pipeline.Prepared],
+    finished: list[FileStamp],
+    tally: pipeline.Tally,
+    now: datetime,
+) -> None:
+    """A bug or a constraint hit by one message must not cost the others:
+    store them one by one, quarantining whichever fails."""
+    log.warning("batch of %d failed; storing its messages one by one", len(real), exc_info=True)
+    for item in real:
+        pipeline.store_alone(engine, item, now, tally)
+    with Session(engine) as session, session.begin():
+        _checkpoint(session, finished, batch)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:200]
 
 
 def _checkpoint(session: Session, finished: list[FileStamp], batch: list[Item]) -> None:

@@ -26,6 +26,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+_SQLITE_BEGIN = "bridge_sqlite_begin"
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine for transactions that write: on SQLite they begin IMMEDIATE."""
+    return engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
+
+
 def make_engine(url: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
 
@@ -89,7 +97,11 @@ def _sqlite_pragmas(engine: Engine, synchronous: str, busy_timeout: float) -> No
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        # A writer takes the write lock at BEGIN, waiting the busy timeout for
+        # it; a deferred transaction that read first would fail at once when
+        # another writer committed meanwhile (SQLITE_BUSY_SNAPSHOT).
+        immediate = conn.get_execution_options().get(_SQLITE_BEGIN) == "IMMEDIATE"
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def insert_ignore(dialect_name: str, table: Any) -> Any:

@@ -15,12 +15,15 @@ from typing import TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from bridge.store.db import writer
+
 T = TypeVar("T")
 
 
 class StoreRunner:
     def __init__(self, engine: Engine, read_threads: int = 4) -> None:
         self.engine = engine
+        self._write_engine = writer(engine)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._readers = ThreadPoolExecutor(
             max_workers=read_threads, thread_name_prefix="store-reader"
@@ -39,7 +42,7 @@ class StoreRunner:
         """Run `fn(session)` on the writer thread, inside one committed transaction."""
 
         def call() -> T:
-            with Session(self.engine) as session, session.begin():
+            with Session(self._write_engine) as session, session.begin():
                 return fn(session)
 
         return await asyncio.get_running_loop().run_in_executor(self._writer, call)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from tests.smtp_support import fresh_copy, real_message
 @pytest.fixture
 async def daemon(database_url: str, tmp_path: Path) -> AsyncIterator[Daemon]:
     data = {
-        "database": {"url": database_url, "busy_timeout": 0.5},
+        "database": {"url": database_url, "busy_timeout": 2.0},
         "smtp": {"domains": ["example.com"], "listeners": [{"port": 0}], "batch_wait": 0.001},
         "web": {"port": 0},
     }
@@ -83,6 +84,28 @@ async def test_a_locked_store_answers_451_and_quarantines_nothing(
     assert await counts(daemon) == (0, 0)
 
     code, reply = await asyncio.to_thread(send, port, data)
+    assert code == 250, reply
+    assert await counts(daemon) == (1, 0)
+
+
+async def test_a_lock_shorter_than_the_busy_timeout_is_waited_for(
+    daemon: Daemon, database_url: str
+) -> None:
+    """Another writer holding the lock for 0.5 s delays the 250; it does not cause a 451."""
+    port = next(b.port for b in daemon.smtp_bound if b.protocol == "smtp")
+    data, _ = fresh_copy(real_message(2), "waited")
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with write_lock(database_url):
+            locked.set()
+            release.wait(0.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait(10)
+    code, reply = await asyncio.to_thread(send, port, data)
+    holder.join()
     assert code == 250, reply
     assert await counts(daemon) == (1, 0)
 
