@@ -7,14 +7,13 @@ transit (Received, X-Folder, list footers' headers) are left out.
 
 A copy is the same message only when it has the same content hash. A copy
 whose Message-ID is already held by a message with other content (a forgery,
-or a broken mailer) is stored apart under a collision id, and the id stays
-with whichever of them has the earliest Date (`comes_first`).
+or a broken mailer) is stored apart under a collision id; the id stays with
+the message stored first.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 
 from bridge.core.message import ParsedMessage
 from bridge.core.normalize import fold_whitespace, normalize_subject
@@ -66,15 +65,6 @@ def is_collision_id(message_id: str) -> bool:
 def real_id(message_id: str) -> str:
     """The Message-ID a collision id was made from; any other id unchanged."""
     return message_id.split(COLLISION_TAG, 1)[0]
-
-
-def comes_first(date: datetime | None, held: datetime | None) -> bool:
-    """Whether a message dated `date` takes a shared Message-ID from its holder dated `held`.
-
-    The earliest Date keeps the id; a missing Date counts as later than any
-    date, and on a tie the message stored first keeps it.
-    """
-    return date is not None and (held is None or date < held)
 
 
 def canonical_id(ids: set[str]) -> str:

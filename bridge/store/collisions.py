@@ -2,9 +2,8 @@
 
 The batch writer (`store/messages.py`) stores a copy whose Message-ID is held
 by a message with other content as a message of its own: flagged
-`id-collision`, private, known by its collision id
-(`core/dedupe.collision_id`), while the one with the earliest Date keeps the
-real id. Here: listing them for admins (`bridge collisions`, the admin page),
+`id-collision`, known by its collision id (`core/dedupe.collision_id`),
+while the message stored first keeps the real id. Here: listing them for admins (`bridge collisions`, the admin page),
 and the store task that splits copies that older versions merged on their
 Message-ID alone.
 """
@@ -61,7 +60,7 @@ class Collision:
     """A message stored apart because its Message-ID is held by other content.
 
     `real_ids` are the Message-IDs it carried; `holders` the pks of the
-    messages holding them now (the genuine ones, by the earliest Date).
+    messages holding them now (those stored first).
     """
 
     pk: int
@@ -157,7 +156,7 @@ def split_id_merged_copies(engine: Engine, position: int) -> int | None:
     with the pipeline's `prepare`, and stores each whose content hash
     differs again through `store_batch`, after taking it (and the envelope
     recipients, content hash and id only it brought) off the message: it
-    becomes an id collision, or takes the id if dated earlier. One committed
+    becomes an id collision, and the message keeps its id. One committed
     transaction per call, the new position saved in it; None when nothing is
     left. A rerun finds nothing more to split.
     """

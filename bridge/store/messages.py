@@ -8,21 +8,25 @@ trees are rebuilt once at the end. Nothing here commits.
 
 A copy is merged into a stored message only when their content hashes are
 equal. A copy whose Message-ID is held by a message with other content is an
-id collision: the two are stored apart, and the one with the earliest Date
-(`dedupe.comes_first`) keeps the id, so replies naming it thread with that
-one. The other is stored under its collision id (`dedupe.collision_id`),
-flagged `id-collision` and private; a holder that loses the id is renamed so.
+id collision: the two are stored apart, and the message stored first keeps
+the id, so replies naming it thread with that one. The newcomer is stored
+under its collision id (`dedupe.collision_id`) and flagged `id-collision`;
+who may see it follows from its own delivery and headers, as for any
+message. A stored message never loses its id: knowing an id, which anyone
+quoted in a thread does, is not enough to displace the mail that holds it
+(a Date can be forged, so "the earliest Date wins" would let a back-dated
+copy take a genuine message's id and its replies).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from bridge.core import dedupe
@@ -80,15 +84,6 @@ FALLBACK_WINDOW = timedelta(days=60)
 INDEXED_QUOTE_CHARS = 4000
 
 
-@dataclass(frozen=True, slots=True)
-class _Holder:
-    """A stored message holding an id that a newcomer with other content carries too."""
-
-    date: datetime | None
-    flags: str
-    raw_sha256: str
-
-
 @dataclass
 class _NewMessage:
     pk: int
@@ -119,9 +114,6 @@ class BatchWriter:
         self._rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self._new: list[_NewMessage] = []
         self._new_by_pk: dict[int, _NewMessage] = {}
-        self._held: dict[int, _Holder] = {}  # read when a collision meets them
-        # Messages that lost Message-IDs to a newcomer with an earlier Date.
-        self._taken: dict[int, set[str]] = defaultdict(set)
         self._canonical_dirty: set[int] = set()
         self._batch_subjects: dict[str, list[_NewMessage]] = defaultdict(list)
         self._rule_hits: dict[str, int] = {}
@@ -160,14 +152,10 @@ class BatchWriter:
         if pk is not None:
             self._merge(pk, item)
             return Outcome.MERGED
-        holder = self.look.ids.get(item.message_id)
-        if holder is None:
-            self._add_new(item, item.message_id)
-        elif dedupe.comes_first(item.parsed.date if item.parsed else None, self._date(holder)):
-            self._add_new(item, item.message_id, joins={self._thread_of(holder)})
-            self._take_id(holder, item.message_id)
-        else:
+        if item.message_id in self.look.ids:
             self._add_new(item, dedupe.collision_id(item.message_id, item.content_hash))
+        else:
+            self._add_new(item, item.message_id)
         return Outcome.STORED
 
     def _quarantine(self, item: Prepared, reason: str, detail: str) -> None:
@@ -221,6 +209,18 @@ class BatchWriter:
         """A copy with the content hash of message `pk`; its id, if new, becomes an alias."""
         assert item.message_id and item.content_hash
         self._delivery(pk, item)
+        # The sender's own copy is the one with the Bcc line: whichever copy came
+        # first, its Bcc list is recorded (shown only to the sender and to them).
+        if item.parsed is not None:
+            for position, address in enumerate(item.parsed.bcc):
+                self._rows["merged_bcc"].append(
+                    {
+                        "message_pk": pk,
+                        "kind": "bcc",
+                        "position": position,
+                        "person_id": self._person(address),
+                    }
+                )
         decision = item.decision
         if decision.space or decision.tags or decision.private:
             self._decided[pk].append(decision)
@@ -234,96 +234,16 @@ class BatchWriter:
         waiting = self.look.referencing.get(item.message_id, set())
         self._join({self._thread_of(pk), *waiting})
 
-    # -- a Message-ID held by other content ------------------------------------
-
-    def _date(self, pk: int) -> datetime | None:
-        """The Date of message `pk`, which holds an id that a newcomer also carries."""
-        new = self._new_by_pk.get(pk)
-        if new is not None:
-            date: datetime | None = new.values["date"]
-            return date
-        if pk not in self._held:
-            row = self.conn.execute(
-                select(Message.date, Message.flags, Message.raw_sha256).where(Message.id == pk)
-            ).one()
-            self._held[pk] = _Holder(row.date, row.flags, row.raw_sha256)
-        return self._held[pk].date
-
-    def _take_id(self, pk: int, message_id: str) -> None:
-        """Message `pk` loses `message_id` to a newcomer dated earlier: renamed, flagged, private.
-
-        A message of this batch is changed here; a stored one in `_rename_holders`.
-        """
-        self.look.ids_of[pk].discard(message_id)
-        new = self._new_by_pk.get(pk)
-        if new is None:
-            self._taken[pk].add(message_id)
-            return
-        assert new.item.content_hash
-        renamed = dedupe.collision_id(message_id, new.item.content_hash)
-        self._add_id(pk, renamed)
-        values = new.values
-        if values["message_id"] == message_id:
-            values["message_id"] = renamed
-            new.member = replace(new.member, message_id=renamed)
-        values["flags"] = _flags(values["flags"], collision=True)
-        values["private"] = True
-
-    def _add_id(self, pk: int, message_id: str) -> None:
-        self.look.ids[message_id] = pk
-        self.look.ids_of[pk].add(message_id)
-        self._rows["ids"].append({"message_id": message_id, "message_pk": pk})
-
-    def _rename_holders(self) -> None:
-        """Stored messages that lost ids take their collision ids, before newcomers claim the ids.
-
-        Their content hash is read here (rare: only when a newcomer took an id).
-        """
-        if not self._taken:
-            return
-        pks = sorted(self._taken)
-        hashes: dict[int, str] = {}
-        for pk, chash in self.conn.execute(
-            select(ContentHash.message_pk, ContentHash.hash)
-            .where(ContentHash.message_pk.in_(pks))
-            .order_by(ContentHash.hash.desc())
-        ):
-            hashes[pk] = chash  # the smallest, if a message has several
-        ids = table(MessageId)
-        taken = sorted({mid for mids in self._taken.values() for mid in mids})
-        for part in chunks(taken):
-            self.conn.execute(delete(ids).where(ids.c.message_id.in_(part)))
-        updates = []
-        for pk in pks:
-            holder = self._held[pk]
-            for message_id in sorted(self._taken[pk]):
-                self._add_id(pk, dedupe.collision_id(message_id, hashes.get(pk, holder.raw_sha256)))
-            canonical = dedupe.canonical_id(self.look.ids_of[pk])
-            self.look.canonical[pk] = canonical
-            updates.append(
-                {"pk": pk, "mid": canonical, "flags": _flags(holder.flags, collision=True)}
-            )
-        messages = table(Message)
-        self.conn.execute(
-            update(messages)
-            .where(messages.c.id == bindparam("pk"))
-            .values(message_id=bindparam("mid"), flags=bindparam("flags"), private=True),
-            updates,
-        )
-
     # -- a new message -------------------------------------------------------
 
-    def _add_new(self, item: Prepared, stored_id: str, joins: set[int] | None = None) -> None:
-        """Store `item` as a message known by `stored_id` (a collision id if not its own).
-
-        `joins`: threads it belongs in besides those its headers name.
-        """
+    def _add_new(self, item: Prepared, stored_id: str) -> None:
+        """Store `item` as a message known by `stored_id` (a collision id if not its own)."""
         parsed, split = item.parsed, item.split
         assert parsed is not None and split is not None and item.message_id
         collision = stored_id != item.message_id
         refs = references_of(parsed)
         conversation = conversation_key(parsed.thread_index)
-        related: set[int] = set(joins or ())
+        related: set[int] = set()
         for ref in refs:
             if ref in self.look.ids:
                 related.add(self._thread_of(self.look.ids[ref]))
@@ -364,7 +284,7 @@ class BatchWriter:
             "arrival": self.look.next_arrival(),
             "space": item.decision.space,
             "tags": ",".join(sorted(set(item.decision.tags))),
-            "private": item.decision.private or collision,
+            "private": item.decision.private,
         }
         member = new_member(values, parsed, split.new_text, split.quoted_text)
         new = _NewMessage(pk, thread, values, member, parsed, item)
@@ -446,7 +366,6 @@ class BatchWriter:
             [{"id": t, "subject": "", "message_count": 0} for t in live_new_threads],
         )
         self._merge_existing_threads()
-        self._rename_holders()
         if self._new:
             message_rows = []
             for new in self._new:
@@ -454,15 +373,15 @@ class BatchWriter:
                 message_rows.append(new.values)
             bulk_insert(conn, table(Message), message_rows)
             self._dependents()
-        # Only ids still held: one a newcomer took from a message of this batch goes.
-        held = [r for r in rows["ids"] if self.look.ids.get(r["message_id"]) == r["message_pk"]]
-        rows["ids"] = unique_rows(held, "message_id")
+        rows["ids"] = unique_rows(rows["ids"], "message_id")
         for model, name in (
             (MessageId, "ids"),
             (ContentHash, "hashes"),
             (Delivery, "deliveries"),
         ):
             bulk_insert(conn, table(model), rows[name])
+        bcc = unique_rows(rows["merged_bcc"], "message_pk", "position")
+        bulk_insert(conn, table(Recipient), bcc, ignore=True)
         envelope = unique_rows(rows["envelope"], "message_pk", "person_id")
         bulk_insert(conn, table(EnvelopeRecipient), envelope, ignore=True)
         links = unique_rows(rows["links"], "child_pk", "parent_pk")

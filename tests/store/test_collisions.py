@@ -2,9 +2,9 @@
 
 A forged copy carries the Message-ID of a real message (giron-d/inbox/49) with
 other recipients, another Date and another text. It must never be merged into
-the real one: it is stored apart, flagged and private, and the message with
-the earliest Date keeps the id, so replies naming it thread with that one.
-On SQLite and PostgreSQL.
+the real one: it is stored apart and flagged, and the message stored first
+keeps the id whatever the Dates claim, so replies naming it thread with that
+one. On SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -130,31 +130,44 @@ def envelope_of(session: Session, pk: int) -> set[str]:
     )
 
 
-def assert_genuine_holds_the_id(engine: Engine, forged_data: bytes = FORGED) -> None:
-    """Two messages: the genuine one under the real id, the forged one apart and private."""
-    forged_hash = prepare(RawMessage(forged_data, Provenance("file", ""))).content_hash
-    assert forged_hash
+def assert_holds_the_id(engine: Engine, first: bytes, apart: bytes, envelopes: list[str]) -> None:
+    """Two messages: `first` under the real id, `apart` under its collision id, flagged.
+
+    Neither is private: each is seen by whom its own copy and headers name.
+    """
+    apart_hash = prepare(RawMessage(apart, Provenance("file", ""))).content_hash
+    assert apart_hash
     with Session(engine) as session:
         under_id = select(func.count()).where(Message.message_id.startswith(REAL_ID))
         assert session.execute(under_id).scalar_one() == 2
-        genuine, fake = message_of(session, GENUINE), message_of(session, forged_data)
-        assert genuine.id != fake.id
-        assert holder(session, REAL_ID) == genuine.id
-        assert (genuine.message_id, genuine.flags, genuine.private) == (REAL_ID, "", False)
-        assert ids_of(session, genuine.id) == {REAL_ID}
+        holding, other = message_of(session, first), message_of(session, apart)
+        assert holding.id != other.id
+        assert holder(session, REAL_ID) == holding.id
+        assert (holding.message_id, holding.flags, holding.private) == (REAL_ID, "", False)
+        assert ids_of(session, holding.id) == {REAL_ID}
 
-        stored_as = dedupe.collision_id(REAL_ID, forged_hash)
-        assert fake.message_id == stored_as and " " in stored_as
-        assert Flag.ID_COLLISION in fake.flags.split(",") and fake.private
-        assert ids_of(session, fake.id) == {stored_as}
-        assert holder(session, stored_as) == fake.id
-        assert session.get_one(ContentHash, forged_hash).message_pk == fake.id
+        stored_as = dedupe.collision_id(REAL_ID, apart_hash)
+        assert other.message_id == stored_as and " " in stored_as
+        assert Flag.ID_COLLISION in other.flags.split(",") and not other.private
+        assert ids_of(session, other.id) == {stored_as}
+        assert holder(session, stored_as) == other.id
+        assert session.get_one(ContentHash, apart_hash).message_pk == other.id
 
         # Each keeps its own recipients and its own text.
-        assert envelope_of(session, genuine.id) == {"c..giron@enron.com"}
-        assert envelope_of(session, fake.id) == {"mallory@evil.example"}
-        views = {v.message_id: v for v in thread_messages(session, genuine.thread_id)}
-        assert GENUINE_TEXT in views[REAL_ID].new_text
+        assert envelope_of(session, holding.id) == {envelopes[0]}
+        assert envelope_of(session, other.id) == {envelopes[1]}
+        views = {
+            v.message_id: v
+            for v in thread_messages(session, message_of(session, GENUINE).thread_id)
+        }
+        genuine_view = views.get(REAL_ID if first == GENUINE else stored_as)
+        assert genuine_view is not None and GENUINE_TEXT in genuine_view.new_text
+
+
+def assert_genuine_holds_the_id(engine: Engine, forged_data: bytes = FORGED) -> None:
+    assert_holds_the_id(
+        engine, GENUINE, forged_data, ["c..giron@enron.com", "mallory@evil.example"]
+    )
 
 
 def assert_reply_threads_with_genuine(engine: Engine) -> None:
@@ -164,44 +177,63 @@ def assert_reply_threads_with_genuine(engine: Engine) -> None:
         assert reply.thread_id == genuine.thread_id
 
 
+def assert_reply_threads_with(engine: Engine, parent: bytes) -> None:
+    with Session(engine) as session:
+        holding, reply = message_of(session, parent), message_of(session, REPLY)
+        assert reply.parent_id == holding.id
+        assert reply.thread_id == holding.thread_id
+
+
 @pytest.mark.parametrize("batches", ["one batch", "one batch each"])
 @pytest.mark.parametrize("first", ["genuine", "forged"])
-def test_a_forged_copy_is_stored_apart_and_the_genuine_keeps_the_id(
+def test_the_copy_stored_first_keeps_the_id_and_the_other_is_stored_apart(
     engine: Engine, first: str, batches: str
 ) -> None:
+    """The forged copy is dated two days later than the genuine one: dates do not matter."""
     items = [genuine_copy(), forged_copy()]
     if first == "forged":
         items.reverse()
     items.append(copy(REPLY, "reply", "k..allen@enron.com"))
     split = [items] if batches == "one batch" else [[item] for item in items]
     assert store(engine, *split) == [Outcome.STORED] * 3
-    assert_genuine_holds_the_id(engine)
-    assert_reply_threads_with_genuine(engine)
+    if first == "genuine":
+        assert_genuine_holds_the_id(engine)
+        assert_reply_threads_with(engine, GENUINE)
+    else:
+        # Sent first, a forgery with a guessed id keeps it: the genuine mail is
+        # still stored whole and seen by its own recipients.
+        assert_holds_the_id(engine, FORGED, GENUINE, ["mallory@evil.example", "c..giron@enron.com"])
+        assert_reply_threads_with(engine, FORGED)
 
 
-def test_the_earliest_date_holds_the_id_whatever_the_order_or_batches(engine: Engine) -> None:
-    """Three contents under one id: the same messages under the same ids in every order."""
+def test_a_back_dated_copy_never_takes_a_stored_id(engine: Engine) -> None:
+    """Knowing an id is not enough: a copy dated years earlier, sent later, is stored apart."""
+    early = forged("Tue, 29 Jan 1998 08:00:00 -0800 (PST)", "An earlier text.\n")
+    outcomes = store(engine, [genuine_copy()], [copy(early, "early", "mallory@evil.example")])
+    assert outcomes == [Outcome.STORED, Outcome.STORED]
+    assert_genuine_holds_the_id(engine, early)
+    store(engine, [copy(REPLY, "reply", "k..allen@enron.com")])
+    assert_reply_threads_with(engine, GENUINE)
+
+
+def test_in_one_batch_the_first_copy_keeps_the_id_whatever_the_dates(engine: Engine) -> None:
+    """Three contents under one id, in every order: the first keeps it, two are apart."""
     early = forged("Tue, 29 Jan 2002 08:00:00 -0800 (PST)", "An earlier text.\n")
     contents = [GENUINE, FORGED, early]
-
-    def state(session: Session) -> dict[str, tuple[str, str, bool]]:
-        return {
-            m.message_id: (m.raw_sha256, m.flags, m.private)
-            for m in session.execute(select(Message)).scalars()
-        }
-
-    reference: dict[str, tuple[str, str, bool]] | None = None
     for n, order in enumerate(itertools.permutations(range(3))):
         empty(engine)
         items = [copy(contents[i], f"copy-{i}") for i in order]
         cut = 1 + n % 2  # one batch of one or two, then the rest
         store(engine, items[:cut], items[cut:])
         with Session(engine) as session:
-            got = state(session)
-            assert got[REAL_ID][0] == sha(early)
-            assert sum(Flag.ID_COLLISION in flags for _, flags, _ in got.values()) == 2
-        reference = reference or got
-        assert got == reference
+            got = {
+                m.message_id: (m.raw_sha256, m.flags, m.private)
+                for m in session.execute(select(Message)).scalars()
+            }
+            assert got[REAL_ID] == (sha(contents[order[0]]), "", False)
+            flagged = [v for k, v in got.items() if k != REAL_ID]
+            assert len(flagged) == 2
+            assert all(Flag.ID_COLLISION in f and not private for _, f, private in flagged)
 
 
 def empty(engine: Engine) -> None:
@@ -323,13 +355,19 @@ def test_the_store_task_splits_copies_merged_by_id(engine: Engine, stored_first:
     assert len(positions) == 1
     with Session(engine) as session:
         assert session.get_one(StoreTask, TASK).position == positions[-1]
-    assert_genuine_holds_the_id(engine)
-    assert_reply_threads_with_genuine(engine)
+    # The message keeps its own (first stored) copy and id; the other copy goes apart.
+    kept, split, envelopes = (
+        (GENUINE, FORGED, ["c..giron@enron.com", "mallory@evil.example"])
+        if stored_first == "genuine"
+        else (FORGED, GENUINE, ["mallory@evil.example", "c..giron@enron.com"])
+    )
+    assert_holds_the_id(engine, kept, split, envelopes)
+    assert_reply_threads_with(engine, kept)
     with Session(engine) as session:
         # The split copy kept where it came from.
-        fake = message_of(session, FORGED)
-        keys = session.execute(select(Delivery.key).where(Delivery.message_pk == fake.id))
-        assert list(keys.scalars()) == ["forged"]
+        apart = message_of(session, split)
+        keys = session.execute(select(Delivery.key).where(Delivery.message_pk == apart.id))
+        assert list(keys.scalars()) == ["forged" if stored_first == "genuine" else "genuine"]
 
     before = snapshot(engine)
     assert run_task(engine) == []

@@ -28,7 +28,7 @@ async def test_admins_see_the_collisions_others_a_404(
     empty = await (await site.client.get("/admin/collisions")).text()
     assert "No message shares its Message-ID with other content." in empty
 
-    store(sqlite_engine, [forged_copy()], [genuine_copy()])
+    store(sqlite_engine, [genuine_copy()], [forged_copy()])
     with Session(sqlite_engine) as session:
         genuine, fake = message_of(session, GENUINE), message_of(session, FORGED)
     page = await (await site.client.get("/admin/collisions")).text()
