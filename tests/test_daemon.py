@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,77 +18,12 @@ import pytest
 from sqlalchemy import text
 
 from bridge.store.db import make_engine
+from tests.daemon_support import Bridge
 from tests.dovecot import Dovecot
-from tests.smtp_support import free_port, fresh_copy, real_message
+from tests.smtp_support import fresh_copy, real_message
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "bridge.service"
-
-
-class Bridge:
-    """One `bridge run` process on free ports, with its config and its log."""
-
-    def __init__(self, tmp_path: Path, domains: str = '["example.com"]') -> None:
-        self.tmp_path = tmp_path
-        self.smtp_port = free_port()
-        self.web_port = free_port()
-        self.config = tmp_path / "bridge.toml"
-        self.db = tmp_path / "bridge.db"
-        self.write_config(domains)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def write_config(self, domains: str) -> None:
-        self.config.write_text(
-            f'[database]\nurl = "sqlite:///{self.db}"\n'
-            f"[smtp]\ndomains = {domains}\n"
-            f'[[smtp.listeners]]\nhost = "127.0.0.1"\nport = {self.smtp_port}\n'
-            f'[web]\nport = {self.web_port}\n[log]\nlevel = "info"\n',
-            encoding="utf-8",
-        )
-
-    def start(self, env: dict[str, str] | None = None) -> None:
-        self.runs += 1
-        self.log = self.tmp_path / f"bridge-{self.runs}.log"
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.tmp_path,
-                env={**os.environ, **(env or {})},
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if self.health()["status"] == "ok":
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"bridge run did not get ready:\n{self.log.read_text()}")
-
-    def health(self) -> dict[str, object]:
-        url = f"http://127.0.0.1:{self.web_port}/healthz"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return dict(json.load(resp))
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def wait(self, timeout: float) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def send(self, data: bytes, rcpt: str = "alice@example.com") -> None:
-        with smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=10) as client:
-            client.sendmail("sender@enron.com", [rcpt], data)
 
 
 @pytest.fixture
@@ -237,7 +171,6 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 
 async def test_daemon_runs_imap_accounts_beside_smtp(dovecot: Dovecot, tmp_path: Path) -> None:
     import asyncio
-    import os
 
     from imapclient import IMAPClient
 

@@ -77,7 +77,8 @@ def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | 
     if current is None:
         return None
     if current != asked:
-        return current, None, (), ""
+        # A merged thread's old id leads on only to a reader who sees some of the thread.
+        return (current, None, (), "") if visible_message_ids(session, viewer, current) else None
     seen = visible_message_ids(session, viewer, current)
     own = viewer.address if browse.knows_bcc(session, viewer, list(seen)) else ""
     return current, browse.thread_stamp(session, current), seen, own
