@@ -40,6 +40,13 @@ BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 SESSION_TOO_LONG = "421 4.4.2 Session time limit exceeded, closing connection"
+LINE_TOO_LONG = "500 5.5.2 Line too long"
+# aiosmtpd's own answers at the end of a DATA it refused, and what Bridge says instead
+# (once per accepted recipient over LMTP, so the client stays in step).
+_DATA_REFUSALS = {
+    "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
+    "552 Error: Too much mail data": TOO_BIG,
+}
 
 Deliver = Callable[[RawMessage], Awaitable[object]]
 Settings = Callable[[], SmtpConfig]
@@ -286,8 +293,12 @@ class GuardedSMTP(SMTP):
         transport.close()
 
     async def push(self, status: Any) -> None:
-        await super().push(status)
         text = status.decode("ascii", "replace") if isinstance(status, bytes) else str(status)
+        if self.busy and text in _DATA_REFUSALS:
+            text = status = _DATA_REFUSALS[text]
+            if self.protocol == "lmtp" and self.envelope is not None and self.envelope.rcpt_tos:
+                status = "\r\n".join(lmtp_reply(r, text) for r in self.envelope.rcpt_tos)
+        await super().push(status)
         if self.busy and text.startswith("250"):
             self.junk = self.errors = 0  # a message accepted: the session makes progress
         elif text[:1] in ("4", "5") and not text.startswith("421"):

@@ -143,3 +143,32 @@ async def test_errors_without_a_message_close_the_session(daemon: Daemon) -> Non
     assert answer[0].startswith(b"503") and answer[1].startswith(b"421 4.7.0 Too many errors")
     assert await client.reader.read() == b""
     await client.close()
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "lmtp"])
+async def test_a_line_over_the_limit_gets_500_5_5_2_and_the_session_goes_on(
+    daemon: Daemon, protocol: str
+) -> None:
+    """300 KiB on one line: refused with an enhanced code (per recipient over LMTP), in step."""
+    client = await connect(daemon, protocol)
+    recipients = [b"alice@example.com", b"bob@example.com"]
+    assert (await client.say(b"MAIL FROM:<sender@example.com>"))[0].startswith(b"250")
+    for rcpt in recipients:
+        assert (await client.say(b"RCPT TO:<" + rcpt + b">"))[0].startswith(b"250")
+    data, _ = fresh_copy(real_message(3), f"long-{protocol}")
+    head, _, body = data.partition(b"\r\n\r\n")
+    long_data = head + b"\r\n\r\n" + b"x" * (300 * 1024) + b"\r\n" + body
+    assert (await client.say(b"DATA"))[0].startswith(b"354")
+    answers = await client.say(long_data + b".", count=len(recipients) if protocol == "lmtp" else 1)
+    if protocol == "lmtp":
+        assert answers == [b"500 5.5.2 Line too long <" + r + b">" for r in recipients]
+    else:
+        assert answers == [b"500 5.5.2 Line too long"]
+    # In step: the same session delivers a normal message next.
+    good, mid = fresh_copy(real_message(4), f"after-long-{protocol}")
+    assert (await client.say(b"MAIL FROM:<sender@example.com>"))[0].startswith(b"250")
+    assert (await client.say(b"RCPT TO:<alice@example.com>"))[0].startswith(b"250")
+    assert (await client.say(b"DATA"))[0].startswith(b"354")
+    assert (await client.say(good + b"."))[0].startswith(b"250")
+    await client.close()
+    assert await stored(daemon) == [(mid, "alice@example.com")]
