@@ -52,6 +52,11 @@ SHOWN_PARTICIPANTS = 6  # names shown in a listing row; the rest are counted
 MAX_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL: larger ones name nothing
 
 
+def in_range(ident: int) -> int:
+    """`ident` if a stored row could have it, else 0 (which none has): safe in any query."""
+    return ident if 0 < ident <= MAX_ID else 0
+
+
 @dataclass(frozen=True, slots=True)
 class PersonRef:
     name: str
@@ -164,17 +169,15 @@ def _listing_having(
     if space is not None:
         having.append(some(v.c.space == space))
     if person is not None:
-        pid = _person_id(session, person)
-        if pid is None:
-            return None
+        # An unknown address is asked like a known one (no row has id 0), so a
+        # person the reader shares nothing with and a stranger cost the same.
+        pid = _person_id(session, person) or 0
         named = select(Recipient.message_pk).where(
             Recipient.person_id == pid, Recipient.kind.in_(NAMING_KINDS)
         )
         having.append(some(or_(v.c.sender_id == pid, v.c.id.in_(named))))
     if participant is not None:
-        pid = _person_id(session, participant)
-        if pid is None:
-            return None
+        pid = _person_id(session, participant) or 0
         having.append(some(v.c.sender_id == pid))
     if has_attachment is not None:
         attached = some(v.c.has_attachment.is_(True))
@@ -528,10 +531,9 @@ def locate_message(session: Session, viewer: Viewer, message_id: str) -> tuple[i
     pk = session.execute(
         select(MessageId.message_pk).where(MessageId.message_id == wanted)
     ).scalar()
-    if pk is None:
-        return None
-    message = _visible_message(session, viewer, pk)
-    return (message.thread_id, message.id) if message is not None else None
+    # An unknown id is checked like a hidden one, so both 404s take the same time.
+    message = _visible_message(session, viewer, pk if pk is not None else MAX_ID)
+    return (message.thread_id, message.id) if pk is not None and message is not None else None
 
 
 def original_bytes(session: Session, viewer: Viewer, pk: int) -> bytes | None:

@@ -3,9 +3,9 @@
 The batch writer (`store/messages.py`) stores a copy whose Message-ID is held
 by a message with other content as a message of its own: flagged
 `id-collision`, known by its collision id (`core/dedupe.collision_id`),
-while the message stored first keeps the real id. Here: listing them for admins (`bridge collisions`, the admin page),
-and the store task that splits copies that older versions merged on their
-Message-ID alone.
+while the message stored first keeps the real id. Here: listing them for
+admins (`bridge collisions`, the admin page), and the store task that splits
+copies that older versions merged on their Message-ID alone.
 """
 
 from __future__ import annotations

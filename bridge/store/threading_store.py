@@ -42,12 +42,14 @@ def merge_threads(session: Session, keep: int, others: list[int]) -> None:
 
 
 def resolve_thread_id(session: Session, thread_id: int) -> int | None:
-    """The current id of a thread, following redirects; None if unknown."""
-    if session.get(Thread, thread_id) is not None:
-        return thread_id
-    return session.execute(
-        select(ThreadRedirect.new_id).where(ThreadRedirect.old_id == thread_id)
-    ).scalar()
+    """The current id of a thread, following redirects; None if unknown.
+
+    One query whatever the answer, so a missing thread costs what a known one does.
+    """
+    current = select(Thread.id).where(Thread.id == thread_id).scalar_subquery()
+    moved = select(ThreadRedirect.new_id).where(ThreadRedirect.old_id == thread_id)
+    found = session.execute(select(func.coalesce(current, moved.scalar_subquery()))).scalar()
+    return None if found is None else int(found)
 
 
 def participants_conn(

@@ -296,7 +296,10 @@ async def get_thread(request: web.Request) -> web.Response:
 
     def read(session: Any) -> ThreadDetail | None:
         current = browse.resolve_thread_id(session, number)
-        return None if current is None else browse.thread_detail(session, reader, current)
+        # Missing or hidden, the same queries run: the 404 does not tell them apart.
+        asked = browse.in_range(number) if current is None else current
+        detail = browse.thread_detail(session, reader, asked)
+        return None if current is None else detail
 
     detail = await store_of(request).read(read)
     if detail is None:

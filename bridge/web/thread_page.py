@@ -74,12 +74,15 @@ def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | 
     """The thread's current id; when it is the one asked, its stamp, what the viewer sees,
     and the reader's address when the page shows them a Bcc (then it is theirs alone)."""
     current = browse.resolve_thread_id(session, asked)
-    if current is None:
+    # A missing thread costs the same queries as a hidden one: its 404 must not
+    # answer sooner. A merged thread's old id leads on only to a reader who sees some.
+    seen = visible_message_ids(
+        session, viewer, browse.in_range(asked) if current is None else current
+    )
+    if current is None or not seen:
         return None
     if current != asked:
-        # A merged thread's old id leads on only to a reader who sees some of the thread.
-        return (current, None, (), "") if visible_message_ids(session, viewer, current) else None
-    seen = visible_message_ids(session, viewer, current)
+        return current, None, (), ""
     own = viewer.address if browse.knows_bcc(session, viewer, list(seen)) else ""
     return current, browse.thread_stamp(session, current), seen, own
 
