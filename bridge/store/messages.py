@@ -495,7 +495,11 @@ class BatchWriter:
             )
 
     def _apply_decisions_to_copies(self) -> None:
-        """A copy that reached the rules differently may add tags, a space or privacy."""
+        """A copy that reached the rules differently may add tags, a space or privacy.
+
+        Tags and privacy add up; of two spaces the smallest slug is kept, so the
+        outcome is the same whichever copy came first.
+        """
         stored = [pk for pk in self._decided if pk not in {n.pk for n in self._new}]
         for new in self._new:
             if new.pk in self._decided:
@@ -525,7 +529,9 @@ class BatchWriter:
             space, tags, private = current[pk]
             all_tags = {t for t in tags.split(",") if t}
             for decision in decisions:
-                space = space or decision.space
+                # Copies the rules put in different spaces: the smallest slug, so
+                # the space (and who reads it) never depends on arrival order.
+                space = min(filter(None, (space, decision.space)), default=None)
                 all_tags.update(decision.tags)
                 private = private or decision.private
             updates.append(
