@@ -493,13 +493,14 @@ def knows_bcc(session: Session, viewer: Viewer, pks: list[int]) -> bool:
     pid = _person_id(session, viewer.address) if viewer.address else None
     if pid is None or not pks:
         return False
-    bcc = select(Recipient.message_pk).where(Recipient.kind == "bcc")
-    query = select(Message.id).where(
-        Message.id.in_(pks),
-        Message.id.in_(bcc),
-        or_(Message.sender_id == pid, Message.id.in_(bcc.where(Recipient.person_id == pid))),
+    # Led by the messages asked (the recipients key starts with message_pk): a
+    # lookup per message, never a scan of every Bcc row in the store.
+    query = (
+        select(Recipient.person_id, Message.sender_id)
+        .join(Message, Message.id == Recipient.message_pk)
+        .where(Recipient.message_pk.in_(pks), Recipient.kind == "bcc")
     )
-    return session.execute(query.limit(1)).first() is not None
+    return any(pid in (person, sender) for person, sender in session.execute(query))
 
 
 def _attachments(session: Session, pks: list[int]) -> dict[int, list[AttachmentInfo]]:
