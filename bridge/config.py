@@ -96,6 +96,7 @@ class SmtpConfig:
     max_connections: int = field(default=200, metadata=_check(_positive))
     max_connections_per_client: int = field(default=20, metadata=_check(_positive))
     max_recipients: int = field(default=1000, metadata=_check(_positive))
+    max_data_bytes_in_flight: int = field(default=512 * 1024 * 1024, metadata=_check(_positive))
     max_junk_commands: int = field(default=100, metadata=_check(_positive))
     max_errors: int = field(default=20, metadata=_check(_positive))
     batch_size: int = field(default=64, metadata=_check(_positive))

@@ -35,6 +35,7 @@ SENDER_OK = "250 2.1.0 Sender OK"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_MANY_JUNK = "421 4.7.0 Too many commands without a message, closing connection"
 TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
+NO_ROOM = "452 4.3.1 Insufficient system storage, try again later"
 BAD_SENDER = "553 5.1.7 Bad sender address syntax"
 BAD_RECIPIENT = "553 5.1.3 Bad recipient address syntax"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
@@ -185,6 +186,22 @@ class ConnectionGuard:
         self.accepted = 0
         self.refused = 0
         self.on_change: Callable[[str, str], None] | None = None  # (protocol, result) for metrics
+        self.in_flight = 0  # bytes reserved by messages being received (DATA)
+
+    def reserve(self, size: int) -> bool:
+        """Take `size` bytes of the DATA budget; False (take nothing) when it would overflow.
+
+        One message alone is always let through, so a budget below the
+        message size limit cannot refuse all mail.
+        """
+        budget = self.settings().max_data_bytes_in_flight
+        if self.in_flight and self.in_flight + size > budget:
+            return False
+        self.in_flight += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.in_flight = max(0, self.in_flight - size)
 
     def admit(self, session: GuardedSMTP, client: str) -> str | None:
         """None when `session` may go on, else the reply to close it with."""
@@ -346,12 +363,37 @@ class GuardedSMTP(SMTP):
             return
         await super().smtp_MAIL(arg)
 
+    def data_received(self, data: bytes) -> None:
+        # A transfer still sending is not idle: the idle timer runs from the
+        # last bytes received during DATA, not from the DATA command.
+        if self.busy and self.transport is not None:
+            self._reset_timeout()
+        super().data_received(data)
+
+    def _declared_size(self) -> int:
+        """The size this message may take in memory: its SIZE= if announced, else the limit."""
+        limit = self.data_size_limit or 0
+        options = " ".join(self.envelope.mail_options) if self.envelope is not None else ""
+        match = _SIZE.search(options)
+        declared = int(match.group(1)) if match else limit
+        return min(declared, limit) if limit else declared
+
     async def smtp_DATA(self, arg: str) -> None:
+        ready = self.envelope is not None and bool(self.envelope.rcpt_tos) and not arg
+        size = self._declared_size() if ready else 0
+        if size and not self.guard.reserve(size):
+            # Memory for messages in transit is bounded across sessions: the
+            # client retries later rather than the daemon growing without end.
+            log.warning("%s DATA from %s deferred: %s", self.protocol, self._client, NO_ROOM)
+            await self.push(NO_ROOM)
+            return
         self.busy = True
         try:
             await super().smtp_DATA(arg)
         finally:
             self.busy = False
+            if size:
+                self.guard.give_back(size)
 
 
 class GuardedLMTP(GuardedSMTP, LMTP):
