@@ -130,9 +130,18 @@ class Daemon:
             "listeners": [f"{b.protocol}://{b.host}:{b.port}" for b in self.smtp_bound],
             "sessions": len(self.guard.sessions),
         }
-        imap = {f"imap:{name}": state for name, state in self.imap_status.snapshot().items()}
+        imap = {
+            f"imap:{name}": {**state, "ok": state["state"] != "error"}
+            for name, state in self.imap_status.snapshot().items()
+        }
         scheduler = {"jobs": self.scheduler.jobs(), "runs": self.scheduler.runs}
-        return {"smtp": smtp, "scheduler": scheduler, **imap, **self.status}
+        failing = self.committer.failing if self.committer is not None else None
+        store: dict[str, Any] = {"ok": failing is None, "writes": "ok"}
+        if failing is not None:
+            since, error = failing
+            # Deliveries are being answered 451: the process cannot do its job.
+            store.update(writes="failing", since=since.isoformat(), error=error, fatal=True)
+        return {"smtp": smtp, "store": store, "scheduler": scheduler, **imap, **self.status}
 
     def _imap_metrics(self) -> None:
         for name, state in self.imap_status.snapshot().items():

@@ -56,6 +56,8 @@ class GroupCommit:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.stored = 0
+        # Set while the store refuses writes (disk full, database away): since when, and why.
+        self.failing: tuple[datetime, str] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
@@ -121,9 +123,8 @@ class GroupCommit:
         except Exception as exc:
             if is_transient(exc):
                 # The database, not a message: every sender gets 451 and retries.
-                log.error(
-                    "storing a batch of %d failed: %s: %s", len(items), type(exc).__name__, exc
-                )
+                log.error("storing a batch of %d failed: %s", len(items), _describe(exc))
+                self._failed(exc)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -143,6 +144,7 @@ class GroupCommit:
         except Exception as exc:
             if is_transient(exc):
                 log.error("<%s> store failed: %s", item.message_id, _describe(exc))
+                self._failed(exc)
                 if not future.done():
                     future.set_exception(exc)
                 return
@@ -159,6 +161,10 @@ class GroupCommit:
                 return
         self._done(item, future, outcome)
 
+    def _failed(self, exc: BaseException) -> None:
+        if self.failing is None:
+            self.failing = (datetime.now(UTC), _describe(exc))
+
     def _done(
         self,
         item: pipeline.Prepared,
@@ -166,6 +172,7 @@ class GroupCommit:
         outcome: pipeline.Outcome,
     ) -> None:
         self.stored += 1
+        self.failing = None
         prov = item.raw.provenance
         log.info(
             "<%s> %s %s from %s for %s",

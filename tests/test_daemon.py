@@ -263,7 +263,10 @@ async def test_live_mail_goes_through_the_rules_and_the_scheduler_runs(tmp_path:
 
         await asyncio.to_thread(send)
         await daemon.scheduler._maintenance()
-        assert daemon.health_status()["scheduler"] == {"jobs": ["store-maintenance"], "runs": 1}
+        assert daemon.health_status()["scheduler"] == {
+            "jobs": ["quarantine-retry", "store-maintenance"],
+            "runs": 1,
+        }
     finally:
         await daemon.stop()
     engine = make_engine(str(tmp_path / "bridge.db"))

@@ -70,11 +70,14 @@ def make_app(
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the database answers (503 otherwise), with every source's state.
+    """Every part's state; 503 when the daemon cannot do its job, for load balancers.
 
-    A source whose status says `"ok": False` (an IMAP account that cannot log
-    in) makes the answer "degraded" but still 200: the process is alive and
-    the other sources go on; restarting it would not help.
+    "error" (503): the database does not answer, or a source marked `fatal`
+    is failing (the store refuses writes, so mail gets 451). "degraded": a
+    source says `"ok": False` (an IMAP account that cannot log in, old mail
+    waiting in the outbox); still 200 by default, since restarting or
+    routing around this process would not help, but 503 with `?strict=1`
+    for monitoring that must page someone.
     """
     body: dict[str, Any] = {"status": "ok", "database": "ok"}
     try:
@@ -82,10 +85,51 @@ async def healthz(request: web.Request) -> web.Response:
     except Exception as exc:
         body.update(status="error", database=f"{type(exc).__name__}: {exc}"[:300])
     sources = {name: dict(state) for name, state in request.app[STATUS]().items()}
+    try:
+        sources["outbox"] = await request.app[STORE].read(outbox_health)
+    except Exception as exc:  # the database error above says it already
+        sources["outbox"] = {"ok": False, "error": type(exc).__name__}
     body["sources"] = sources
-    if body["status"] == "ok" and any(s.get("ok") is False for s in sources.values()):
+    failing = [name for name, s in sources.items() if s.get("ok") is False]
+    if any(sources[name].get("fatal") for name in failing):
+        body["status"] = "error"
+    if body["status"] == "ok" and failing:
         body["status"] = "degraded"
-    return web.json_response(body, status=503 if body["status"] == "error" else 200)
+    body["failing"] = failing
+    strict = request.query.get("strict") in ("1", "true", "yes")
+    bad = body["status"] == "error" or (strict and body["status"] == "degraded")
+    return web.json_response(body, status=503 if bad else 200)
+
+
+OUTBOX_LATE = 3600  # seconds: mail waiting longer than this makes health "degraded"
+
+
+def outbox_health(session: Any) -> dict[str, Any]:
+    """Mail Bridge sends (sign-in links, digests): what waits, since when, what failed."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from bridge.store.tables import Outbox
+
+    oldest = session.execute(
+        select(func.min(Outbox.created_at)).where(Outbox.status == "pending")
+    ).scalar()
+    counts = dict(
+        session.execute(select(Outbox.status, func.count()).group_by(Outbox.status)).all()
+    )
+    waiting = 0.0
+    if oldest is not None:
+        if isinstance(oldest, str):  # SQLite, through an aggregate: no column type applied
+            oldest = datetime.fromisoformat(oldest)
+        oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=UTC)
+        waiting = (datetime.now(UTC) - oldest).total_seconds()
+    return {
+        "ok": waiting <= OUTBOX_LATE,
+        "pending": counts.get("pending", 0),
+        "failed": counts.get("failed", 0),
+        "oldest_pending_seconds": round(waiting),
+    }
 
 
 async def metrics_view(request: web.Request) -> web.Response:
