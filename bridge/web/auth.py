@@ -21,7 +21,9 @@ the header names someone else. The proxy vouches for the address, so any
 well-formed one is accepted. From any other peer the header is ignored.
 
 CSRF: signed-in forms carry a token derived from the session id (signed);
-signed-out forms (sign-in, language) carry a double-submit cookie. Paths
+signed-out forms (sign-in, language) carry a double-submit cookie whose
+value is signed with the server's key and expires (`ANON_CSRF_SECONDS`), so
+a client, or a script that can plant cookies, cannot choose the pair. Paths
 under `/digest/` are exempt: their signed link is the authority (RFC 8058
 one-click unsubscribe posts with no cookie at all).
 """
@@ -44,6 +46,7 @@ from bridge.errors import AddressError
 from bridge.i18n import translator
 from bridge.outbound import outbox
 from bridge.outbound.compose import compose, parse_address
+from bridge.signing import Signer
 from bridge.web import auth_store
 from bridge.web.context import language, render, viewer
 from bridge.web.keys import (
@@ -64,6 +67,8 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 # POSTs here are authorised by the signed token in their link, not a form token.
 CSRF_EXEMPT_PREFIXES = ("/digest/",)
+ANON_CSRF_PURPOSE = "csrf-signed-out"
+ANON_CSRF_SECONDS = 12 * 3600  # a signed-out form older than this must be reloaded
 # No reader, no store read: static files and probes.
 NO_SESSION_PREFIXES = ("/static/", "/healthz", "/metrics")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -173,11 +178,18 @@ async def sessions(request: web.Request, handler: Handler) -> web.StreamResponse
         request[CSRF_TOKEN] = signer.sign(CSRF_PURPOSE, raw_id)
     else:
         token = request.cookies.get(CSRF_COOKIE, "")
-        if len(token) < 20:
-            token = secrets.token_urlsafe(24)
+        if not _signed_out_token_ok(signer, token):
+            token = signer.sign_timed(ANON_CSRF_PURPOSE, secrets.token_urlsafe(16))
             request[NEW_CSRF] = token
         request[CSRF_TOKEN] = token
     return await handler(request)
+
+
+def _signed_out_token_ok(signer: Signer, token: str) -> bool:
+    """A form cookie this server issued, within its lifetime."""
+    if not token or len(token) > 200:
+        return False
+    return signer.unsign_timed(ANON_CSRF_PURPOSE, token, ANON_CSRF_SECONDS) is not None
 
 
 def _session_id_of(request: web.Request) -> str | None:
@@ -234,8 +246,11 @@ async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.get(SESSION_ID):
             expected = request[CSRF_TOKEN]
         else:
-            # Signed out: the form must echo the cookie this browser already holds.
-            expected = request.cookies.get(CSRF_COOKIE, "") if not request.get(NEW_CSRF) else ""
+            # Signed out: the form must echo the cookie this browser already
+            # holds, and that cookie must be one this server signed, still fresh.
+            held = request.cookies.get(CSRF_COOKIE, "")
+            fresh = not request.get(NEW_CSRF) and _signed_out_token_ok(signer_of(request), held)
+            expected = held if fresh else ""
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent:
             value = (await request.post()).get(CSRF_FIELD, "")

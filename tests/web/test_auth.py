@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
@@ -553,6 +554,45 @@ async def test_signed_out_forms_need_the_cookie_they_came_with(
     site = await make_site(sqlite_engine)
     token = await site.token("/login")
     site.client.session.cookie_jar.clear()
+    response = await site.client.post("/login", data={"address": STAFF, "csrf_token": token})
+    assert response.status == 403
+    assert site.mail() == []
+
+
+async def test_a_signed_out_pair_the_client_chose_is_refused(
+    sqlite_engine: Engine, make_site: MakeSite
+) -> None:
+    """The double-submit pair must be one the server signed: a planted cookie is not enough."""
+    site = await make_site(sqlite_engine)
+    site.client.session.cookie_jar.clear()
+    chosen = "attacker-chosen-token-0123456789"
+    headers = {"Cookie": f"bridge_csrf={chosen}"}
+    response = await site.client.post(
+        "/login", data={"address": STAFF, "csrf_token": chosen}, headers=headers
+    )
+    assert response.status == 403
+    # A token signed for another purpose (a feed, a session) is no form token either.
+    other = site.app[SIGNER].sign_timed("feed", "x")
+    response = await site.client.post(
+        "/login",
+        data={"address": STAFF, "csrf_token": other},
+        headers={"Cookie": f"bridge_csrf={other}"},
+    )
+    assert response.status == 403
+    assert site.mail() == []
+    # The pair the server handed out works.
+    token = await site.token("/login")
+    response = await site.client.post("/login", data={"address": STAFF, "csrf_token": token})
+    assert response.status == 200 and len(site.mail()) == 1
+
+
+async def test_a_signed_out_form_token_expires(
+    sqlite_engine: Engine, make_site: MakeSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = await make_site(sqlite_engine)
+    token = await site.token("/login")
+    later = time.time() + 13 * 3600  # past the 12-hour lifetime
+    monkeypatch.setattr(time, "time", lambda: later)
     response = await site.client.post("/login", data={"address": STAFF, "csrf_token": token})
     assert response.status == 403
     assert site.mail() == []
