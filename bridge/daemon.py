@@ -336,6 +336,8 @@ def apply_log_level(config: Config, debug: bool = False) -> None:
     logging.getLogger().setLevel(config.log.level.upper())
     # aiosmtpd logs every connection at INFO: a busy listener drowns the rest.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+    # Alembic says which dialect it uses at every start: nothing to act on.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def run_daemon(args: argparse.Namespace, config: Config) -> int:

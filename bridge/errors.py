@@ -67,6 +67,18 @@ class NotFoundError(BridgeError):
         super().__init__(f"no {kind} {ident!r}")
 
 
+class SchemaTooNew(BridgeError):
+    """The database was written by a newer version of Bridge than the one running."""
+
+    exit_code = 2
+
+    def __init__(self, url: str, revision: str) -> None:
+        super().__init__(
+            f"{url}: the database schema is at revision {revision}, newer than this "
+            "version of Bridge knows; run the newer version (or restore a backup)"
+        )
+
+
 class StoreUnavailable(BridgeError):
     """The database stayed busy or away through every retry of a write."""
 

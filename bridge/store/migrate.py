@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from bridge.errors import SchemaTooNew
 from bridge.store.db import insert_ignore
 from bridge.store.tables import StoreTask, table
 
@@ -28,7 +29,12 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema of `engine`'s database up to `revision`, then its data (store tasks)."""
+    """Bring the schema of `engine`'s database up to `revision`, then its data (store tasks).
+
+    A database written by a newer Bridge (a revision this one does not know)
+    is refused: running old code on it could lose what the new schema keeps.
+    """
+    refuse_newer_schema(engine)
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
@@ -90,6 +96,18 @@ def pending_store_tasks(engine: Engine) -> list[str]:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def refuse_newer_schema(engine: Engine) -> None:
+    """Raise `SchemaTooNew` when the database's revision is not one of this version's."""
+    found = current_revision(engine)
+    if found is None:
+        return
+    known = {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+    if found not in known:
+        raise SchemaTooNew(engine.url.render_as_string(hide_password=True), found)
 
 
 def is_current(engine: Engine) -> bool:
