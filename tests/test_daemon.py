@@ -20,7 +20,7 @@ from sqlalchemy import text
 from bridge.store.db import make_engine
 from tests.daemon_support import Bridge
 from tests.dovecot import Dovecot
-from tests.smtp_support import fresh_copy, real_message
+from tests.smtp_support import free_port, fresh_copy, real_message
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "systemd" / "bridge.service"
@@ -107,15 +107,28 @@ def test_sd_notify_ready_watchdog_stopping(bridge: Bridge, tmp_path: Path) -> No
         assert bridge.wait(10) == 0
 
 
-def test_kill_9_during_smtp_loses_no_acknowledged_message(bridge: Bridge) -> None:
+@pytest.mark.parametrize("protocol", ["smtp", "lmtp"])
+def test_kill_9_during_delivery_loses_no_acknowledged_message(
+    tmp_path: Path, protocol: str
+) -> None:
+    lmtp_port = free_port()
+    bridge = Bridge(
+        tmp_path,
+        extra=f'[[smtp.listeners]]\nhost = "127.0.0.1"\nport = {lmtp_port}\nprotocol = "lmtp"\n',
+    )
     bridge.start()
     acked: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
 
+    def connect() -> smtplib.SMTP:
+        if protocol == "lmtp":
+            return smtplib.LMTP("127.0.0.1", lmtp_port, timeout=10)
+        return smtplib.SMTP("127.0.0.1", bridge.smtp_port, timeout=10)
+
     def client(number: int) -> None:
         try:
-            with smtplib.SMTP("127.0.0.1", bridge.smtp_port, timeout=10) as smtp:
+            with connect() as smtp:
                 for i in range(10_000):
                     if stop.is_set():
                         return
@@ -146,6 +159,7 @@ def test_kill_9_during_smtp_loses_no_acknowledged_message(bridge: Bridge) -> Non
     stored = deliveries_by_id(bridge.db)
     assert {m: stored.get(m) for m in acked} == {m: 1 for m in acked}
     assert stored[mid] == 1
+    bridge.stop()
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
