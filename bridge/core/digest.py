@@ -224,7 +224,8 @@ def _item(
     messages: Sequence[NewMessage],
     space_names: Mapping[str, str],
 ) -> DigestItem | None:
-    visible = [m for m in messages if m.date >= since and may_see(viewer, m.facts)]
+    # After `since`, not at it: the digest sent at `since` already had a message dated then.
+    visible = [m for m in messages if m.date > since and may_see(viewer, m.facts)]
     seen = [m for m in visible if m.sender != viewer.address]
     if not seen:
         return None
@@ -245,7 +246,7 @@ def _item(
         new_count=len(seen),
         newest_pk=seen[0].pk,
         newest_date=seen[0].date,
-        is_new=root_seen and thread.first_date is not None and thread.first_date >= since,
+        is_new=root_seen and thread.first_date is not None and thread.first_date > since,
     )
 
 
