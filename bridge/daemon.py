@@ -16,9 +16,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -101,6 +104,7 @@ class Daemon:
         self.smtp_bound: list[Bound] = []
         self.web_bound: Bound | None = None
         self._servers: list[asyncio.Server] = []
+        self._tls: ssl.SSLContext | None = None
         self._web: web.AppRunner | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = False
@@ -165,9 +169,9 @@ class Daemon:
             limits=lambda: self.config.limits.parse_limits(),
         )
         self.committer.start()
-        context = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
+        self._tls = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
         for listener in smtp.listeners:
-            await self._listen(listener, context)
+            await self._listen(listener, self._tls)
         self._start_imap()
         for service in self.services:
             await service.start()
@@ -278,14 +282,11 @@ class Daemon:
             ("smtp.listeners", old.smtp.listeners, new.smtp.listeners),
             ("database", old.database, new.database),
             ("web", old.web, new.web),
-            (
-                "smtp TLS",
-                (old.smtp.tls_cert, old.smtp.tls_key),
-                (new.smtp.tls_cert, new.smtp.tls_key),
-            ),
+            ("smtp TLS on or off", bool(old.smtp.tls_cert), bool(new.smtp.tls_cert)),
         ):
             if before != after:
                 log.warning("%s changed: takes effect at the next restart", what)
+        self._reload_certificate(new.smtp.tls_cert, new.smtp.tls_key)
         apply_log_level(new)
         if old.imap != new.imap:
             # Accounts added, removed or changed: the workers restart with the new
@@ -307,6 +308,29 @@ class Daemon:
         log.info("config reloaded from %s", new.source)
         self.notifier.ready()
         return True
+
+    def _reload_certificate(self, cert: str, key: str) -> None:
+        """Serve the certificate now in `cert` to new STARTTLS sessions (a renewal in place).
+
+        Loaded into the running context, so listeners need no restart. The
+        files are copied once and the copies loaded twice, into a scratch
+        context first: a chain or key that does not load (a renewal
+        half-written) leaves the working certificate in place, never a
+        certificate without its key.
+        """
+        if self._tls is None or not cert:
+            return
+        try:
+            with tempfile.TemporaryDirectory(prefix="bridge-tls-") as scratch:
+                chain, secret = Path(scratch, "chain.pem"), Path(scratch, "key.pem")
+                chain.write_bytes(Path(cert).read_bytes())
+                secret.write_bytes(Path(key).read_bytes())
+                tls_context(str(chain), str(secret))
+                self._tls.load_cert_chain(chain, secret)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("smtp.tls_cert %s not reloaded, the current one stays: %s", cert, exc)
+            return
+        log.info("smtp.tls_cert %s loaded for new sessions", cert)
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
