@@ -1,9 +1,10 @@
 """Search result snippets: a short window of a message around its best hits, marked.
 
 Hits are found on folded tokens (the same `token_spans` the index uses), so a
-search for "reunion" marks "Réunion" and a phrase marks only where its words
-are adjacent. The window is the stretch of `width` characters that covers the
-most different query words, then the most hits.
+search for "reunion" marks "Réunion", a phrase marks only where its words
+are adjacent and `contra*` marks "Contract". The window is the stretch of
+`width` characters that covers the most different query words, then the
+most hits.
 """
 
 from __future__ import annotations
@@ -20,38 +21,56 @@ _SPACE_RE = re.compile(r"\s+")
 _MIN_WIDTH = 20
 
 
-def _targets(query: Query) -> tuple[set[str], dict[str, list[tuple[str, ...]]]]:
-    """Single words to mark, and phrases indexed by their first word."""
-    singles: set[str] = set(query.terms)
-    by_first: dict[str, list[tuple[str, ...]]] = {}
-    for phrase in (*query.phrases, *query.subject):
-        if len(phrase) == 1:
-            singles.add(phrase[0])
-        elif phrase:
-            by_first.setdefault(phrase[0], []).append(phrase)
-    return singles, by_first
+def _targets(
+    query: Query,
+) -> tuple[set[str], tuple[str, ...], dict[str, list[tuple[tuple[str, ...], bool]]]]:
+    """Single words to mark, single-word prefixes, and phrases (tokens, whether
+    the last is a prefix) indexed by their first word."""
+    singles: set[str] = set()
+    prefixes: set[str] = set()
+    by_first: dict[str, list[tuple[tuple[str, ...], bool]]] = {}
+    for leaf in query.leaves():
+        if len(leaf.tokens) == 1:
+            (prefixes if leaf.prefix else singles).add(leaf.tokens[0])
+        elif leaf.tokens:
+            by_first.setdefault(leaf.tokens[0], []).append((leaf.tokens, leaf.prefix))
+    # Longest first, so a hit is named by the most precise prefix it has.
+    return singles, tuple(sorted(prefixes, key=len, reverse=True)), by_first
+
+
+def _phrase_at(
+    spans: list[tuple[int, int, str]], i: int, tokens: tuple[str, ...], prefix: bool
+) -> bool:
+    """Whether the phrase `tokens` starts at span `i`."""
+    window = spans[i : i + len(tokens)]
+    if len(window) != len(tokens):
+        return False
+    *head, last = tokens
+    if not all(w[2] == t for w, t in zip(window, head, strict=False)):
+        return False
+    token = window[-1][2]
+    return token.startswith(last) if prefix else token == last
 
 
 def find_hits(text: str, query: Query) -> list[tuple[int, int, object]]:
     """(start, end, query item) of every hit in `text`, in order, overlaps merged."""
-    singles, by_first = _targets(query)
+    singles, prefixes, by_first = _targets(query)
     # fold() works character by character, so every token of `text` is a
     # substring of fold(text): a cheap test that skips tokenising most misses.
     folded = fold(text)
-    if not any(word in folded for word in (*singles, *by_first)):
+    if not any(word in folded for word in (*singles, *prefixes, *by_first)):
         return []
     spans = list(token_spans(text))
     hits: list[tuple[int, int, object]] = []
     for i, (start, end, token) in enumerate(spans):
         found: tuple[int, object] | None = (end, token) if token in singles else None
-        for phrase in by_first.get(token, ()):
-            window = spans[i : i + len(phrase)]
-            if (
-                len(window) == len(phrase)
-                and all(w[2] == p for w, p in zip(window, phrase, strict=True))
-                and (found is None or window[-1][1] > found[0])
+        if found is None and prefixes and token.startswith(prefixes):
+            found = (end, next(p + "*" for p in prefixes if token.startswith(p)))
+        for phrase, prefix in by_first.get(token, ()):
+            if _phrase_at(spans, i, phrase, prefix) and (
+                found is None or spans[i + len(phrase) - 1][1] > found[0]
             ):
-                found = (window[-1][1], phrase)
+                found = (spans[i + len(phrase) - 1][1], phrase)
         if found is None:
             continue
         if hits and start < hits[-1][1]:
@@ -146,3 +165,33 @@ def highlight(
         out.append(ELLIPSIS)
     snippet = "".join(out)
     return snippet.strip()
+
+
+# Marks for `split_marks`: control characters that mail text does not carry.
+PLAIN_MARK = ("\x02", "\x03")
+
+
+def split_marks(
+    snippet: str, mark: tuple[str, str] = PLAIN_MARK
+) -> tuple[str, list[tuple[int, int]]]:
+    """A snippet `highlight`ed with `mark` (and escape=False) as plain text and its hits.
+
+    The hits are [start, end) offsets in the plain text, in characters (code
+    points): for JSON, where markup in the text would be read as text.
+    """
+    opening, closing = mark
+    plain: list[str] = []
+    hits: list[tuple[int, int]] = []
+    length = 0
+    start: int | None = None
+    for piece in re.split(f"({re.escape(opening)}|{re.escape(closing)})", snippet):
+        if piece == opening:
+            start = length
+        elif piece == closing:
+            if start is not None and length > start:
+                hits.append((start, length))
+            start = None
+        else:
+            plain.append(piece)
+            length += len(piece)
+    return "".join(plain), hits

@@ -84,6 +84,8 @@ def search(
     else:
         from bridge.search import postgres as backend  # type: ignore[no-redef]
     where, params = _filters(session, query)
+    # Exclusions with no word to search for (`from:alice -acme`) narrow the filters.
+    where += backend.excluded_clause(query, params)
     seen_params: dict[str, Any] = {}
     seen = viewer_clause(session, viewer, seen_params) if viewer is not None else ""
     # Before the backends cut and rank: the reader's matches, all of them.
@@ -311,12 +313,21 @@ def _snippet(
 
 
 def _word_pattern(query: Query) -> re.Pattern[str] | None:
-    """Any query word or phrase in folded text, roughly as tokens (verified by highlight)."""
-    items = {*((t,) for t in query.terms), *query.phrases, *query.subject}
+    """Any query word, phrase or prefix in folded text, roughly as tokens
+    (verified by highlight)."""
+    items = {(leaf.tokens, leaf.prefix) for leaf in query.leaves() if leaf.tokens}
     if not items:
         return None
-    parts = sorted((r"[\W_]+".join(map(re.escape, item)) for item in items), key=len, reverse=True)
-    return re.compile(rf"(?<![^\W_])(?:{'|'.join(parts)})(?![^\W_])")
+    # A prefix may go on into the word; a whole word or phrase may not.
+    parts = sorted(
+        (
+            r"[\W_]+".join(map(re.escape, tokens)) + ("" if prefix else r"(?![^\W_])")
+            for tokens, prefix in items
+        ),
+        key=len,
+        reverse=True,
+    )
+    return re.compile(rf"(?<![^\W_])(?:{'|'.join(parts)})")
 
 
 def _focus(value: str, words: re.Pattern[str] | None) -> str | None:

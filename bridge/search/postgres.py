@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from bridge.core.query import Query, tsquery_text, tsvector_literal
+from bridge.core.query import Query
+from bridge.core.query_syntax import tsquery_excluded, tsquery_text, tsvector_literal
 from bridge.search.sql import Candidate, field_items, typed_sql
 
 # ts_rank weights for {D, C, B, A}: quoted history D, new text B, subject A,
@@ -25,11 +26,24 @@ def index(conn: Connection, rows: list[tuple[int, str, str, str]]) -> None:
 def _any_in(query: Query, weight: str) -> str | None:
     """tsquery text: some word or phrase of `query` at `weight` (the field it is in)."""
     parts = [
-        tsquery_text(Query(subject=(item,)), subject_weight=weight)
+        tsquery_text(Query(groups=(item,)), subject_weight=weight)
         for item in field_items(query, subject=weight == "A")
     ]
     kept = [f"({part})" for part in parts if part]
     return " | ".join(kept) if kept else None
+
+
+def excluded_clause(query: Query, params: dict[str, Any]) -> str:
+    """SQL keeping the messages without the query's excluded words, for a search
+    narrowed by operators alone (`from:alice -acme`); "" when there is none."""
+    excluded = tsquery_excluded(query)
+    if excluded is None:
+        return ""
+    params["excluded"] = excluded
+    return (
+        " AND NOT EXISTS (SELECT 1 FROM message_search xs WHERE xs.message_pk = m.id"
+        " AND xs.document @@ CAST(:excluded AS tsquery))"
+    )
 
 
 def text_candidates(

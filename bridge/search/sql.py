@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import TextClause, bindparam, text
 
-from bridge.core.query import Query
+from bridge.core.query import Match, Query
 from bridge.store.tables import UTCDateTime
 
 
@@ -29,10 +29,9 @@ def typed_sql(sql: str, params: dict[str, Any]) -> TextClause:
     return clause.bindparams(*dates) if dates else clause
 
 
-def field_items(query: Query, *, subject: bool) -> Iterator[tuple[str, ...]]:
-    """The positive words and phrases of `query` that can hit a field
-    (`subject:` ones only the subject)."""
-    yield from ((term,) for term in query.terms)
-    yield from query.phrases
-    if subject:
-        yield from query.subject
+def field_items(query: Query, *, subject: bool) -> Iterator[Match]:
+    """The positive words, phrases and prefixes of `query` that can hit a field
+    (`subject:` ones only the subject), each marked as searched in that field."""
+    for leaf in query.leaves():
+        if subject or not leaf.subject:
+            yield Match(leaf.tokens, subject=True, prefix=leaf.prefix)

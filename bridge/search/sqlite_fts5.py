@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from bridge.core.query import Query, fts5_match
+from bridge.core.query import Query
+from bridge.core.query_syntax import fts5_excluded, fts5_match
 from bridge.search.sql import Candidate, field_items, typed_sql
 
 # Filters leaving at most this many messages are checked message by message
@@ -29,11 +30,24 @@ def index(conn: Connection, rows: list[tuple[int, str, str, str]]) -> None:
 def _any_in(query: Query, column: str) -> str | None:
     """An FTS5 expression: some word or phrase of `query` in `column`."""
     parts = [
-        fts5_match(Query(subject=(item,)), subject_column=column)
+        fts5_match(Query(groups=(item,)), subject_column=column)
         for item in field_items(query, subject=column == "subject")
     ]
     kept = [part for part in parts if part]
     return " OR ".join(kept) if kept else None
+
+
+def excluded_clause(query: Query, params: dict[str, Any]) -> str:
+    """SQL keeping the messages without the query's excluded words, for a search
+    narrowed by operators alone (`from:alice -acme`); "" when there is none."""
+    excluded = fts5_excluded(query)
+    if excluded is None:
+        return ""
+    params["excluded"] = excluded
+    return (
+        " AND NOT EXISTS (SELECT 1 FROM message_fts WHERE message_fts MATCH :excluded"
+        " AND message_fts.rowid = m.id)"
+    )
 
 
 def text_candidates(

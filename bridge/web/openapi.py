@@ -308,9 +308,13 @@ _SEARCH_PARAMETERS = [
         "in": "query",
         "required": True,
         "schema": {"type": "string", "maxLength": MAX_QUERY_CHARS},
-        "description": "The query language of the CLI and the search page: words, "
-        '"phrases", from:, to:, cc:, subject:, in:space, has:attachment, filename:, '
-        "before:, after:.",
+        "description": "The query language of the CLI and the search page: words "
+        '(all must match), "phrases", OR (binding tighter than the implicit AND: '
+        "`a OR b c` is `(a OR b) c`), parentheses (one level), prefixes (`contra*`, "
+        '3 letters at least), -word / -"phrase" / -(a OR b) to exclude (with '
+        "anything else narrowing the search, operators included), from:, to:, cc:, "
+        "subject:, in:space, has:attachment, filename:, is:, before:, after:. "
+        "What cannot be read is searched as words and explained in `hints`.",
     },
     _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_PAGE}, "1-based."),
 ]

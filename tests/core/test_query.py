@@ -19,13 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.core.query import (
+from bridge.core.query import AllOf, AnyOf, Match, Query, fold, parse_query, tokenize
+from bridge.core.query_syntax import (
     MAX_POSITION,
-    Query,
-    fold,
+    fts5_excluded,
     fts5_match,
-    parse_query,
-    tokenize,
+    tsquery_excluded,
     tsquery_text,
     tsvector_literal,
 )
@@ -245,8 +244,17 @@ def test_every_operator() -> None:
         ("from: budget", {"terms": ("budget",)}, 'nothing after "from:"'),
         ("before:2001-13-45 x", {"before": None}, "bad date in before:2001-13-45"),
         ("has:pictures x", {"has_attachment": False}, 'unknown "has:pictures"'),
-        ("-spam", {"excluded": ()}, "excluded words need at least one word"),
-        ("a OR b", {"terms": ("a", "b")}, "OR is not supported"),
+        ("-spam", {"excluded": ()}, "excluded words need something else to search for"),
+        ("-spam -(ham OR eggs)", {"excluded_groups": ()}, "excluded words need something else"),
+        ("OR budget", {"terms": ("budget",)}, "OR needs a word on each side"),
+        ("budget OR", {"terms": ("budget",)}, "OR needs a word on each side"),
+        ("budget OR from:alice", {"from_": ("alice",)}, 'OR joins words and phrases: "from:alice"'),
+        ("budget OR -draft", {"excluded": ("draft",)}, "OR cannot join an excluded word"),
+        ("(budget OR plan", {"terms": ()}, 'unclosed "("'),
+        ("budget plan)", {"terms": ("budget", "plan")}, '")" without "("'),
+        ("budget ) plan", {"terms": ("budget", "plan")}, '")" without "("'),
+        ("((a OR b) c)", {"terms": ("c",)}, "parentheses inside parentheses"),
+        ("co* budget", {"terms": ("co", "budget")}, '"co*": a prefix needs at least 3 letters'),
         ("-from:alice x", {"from_": ()}, '"-from:" cannot be negated'),
         ("subject:!!! x", {"subject": ()}, 'nothing to search after "subject:"'),
         ("after:2002 before:2001", {"after": date(2002, 1, 1)}, "no date is both"),
@@ -293,6 +301,97 @@ def test_empty_queries() -> None:
     assert Query().is_empty()
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "from:alice -acme",
+        "in:all-staff -parking",
+        "to:bob -acme",
+        "has:attachment -acme",
+        "after:2001-06 -acme",
+        "filename:pdf -acme",
+        "is:reply -acme",
+    ],
+)
+def test_exclusions_work_whenever_something_else_narrows_the_search(text: str) -> None:
+    q = parse_query(text)
+    assert q.excluded == (text.split()[-1][1:],) and q.hints == ()
+    # No word to search for: the backends get the exclusion on its own.
+    assert fts5_match(q) is None and tsquery_text(q) is None
+    assert fts5_excluded(q) == f'"{q.excluded[0]}"'
+    assert tsquery_excluded(q) == f"'{q.excluded[0]}'"
+    # With a word, the exclusion is part of the match expression.
+    worded = parse_query(text + " budget")
+    assert fts5_excluded(worded) is None and tsquery_excluded(worded) is None
+
+
+def test_or_binds_tighter_than_and_like_gmail() -> None:
+    a, b, c = Match(("a",)), Match(("b",)), Match(("c",))
+    q = parse_query("a OR b c")
+    assert q.groups == (AnyOf((a, b)),) and q.terms == ("c",) and q.hints == ()
+    assert parse_query("a OR b OR c").groups == (AnyOf((a, b, c)),)
+    # Lower-case "or" is a word, as in Gmail.
+    assert parse_query("a or b").terms == ("a", "or", "b")
+    both = parse_query("a OR b c OR d")
+    assert both.groups == (AnyOf((a, b)), AnyOf((c, Match(("d",)))))
+    assert parse_query("(a OR b) c") == q
+
+
+def test_or_joins_phrases_prefixes_subjects_and_groups() -> None:
+    q = parse_query('"heads up" OR gmake OR subject:"rechnung marz" OR contra*')
+    assert q.groups == (
+        AnyOf(
+            (
+                Match(("heads", "up")),
+                Match(("gmake",)),
+                Match(("rechnung", "marz"), subject=True),
+                Match(("contra",), prefix=True),
+            )
+        ),
+    )
+    grouped = parse_query("(budget review) OR (forecast -draft)")
+    assert grouped.groups == (
+        AnyOf(
+            (
+                AllOf((Match(("budget",)), Match(("review",)))),
+                AllOf((Match(("forecast",)),), (Match(("draft",)),)),
+            )
+        ),
+    )
+    # Parentheses without OR only group: the words are plain words.
+    assert parse_query("(budget review) -draft") == parse_query("budget review -draft")
+    assert parse_query("x (-y)") == parse_query("x -y")
+
+
+def test_excluded_groups() -> None:
+    q = parse_query("budget -(draft OR forecast) -(gas prices) -contra*")
+    assert q.terms == ("budget",)
+    assert q.excluded == ("draft", "forecast")  # neither one nor the other
+    assert q.excluded_groups == (
+        AllOf((Match(("gas",)), Match(("prices",)))),  # not both together
+        Match(("contra",), prefix=True),
+    )
+    assert q.hints == ()
+    assert parse_query("NOT (draft OR forecast) budget") == parse_query("budget -draft -forecast")
+
+
+def test_prefixes() -> None:
+    assert parse_query("contra*").groups == (Match(("contra",), prefix=True),)
+    assert parse_query("Réun**").groups == (Match(("reun",), prefix=True),)
+    # The star goes on the last word of a phrase or of a word with punctuation.
+    assert parse_query('"quarterly rep"*').groups == (Match(("quarterly", "rep"), prefix=True),)
+    assert parse_query("jean-pie*").groups == (Match(("jean", "pie"), prefix=True),)
+    assert parse_query("subject:contra*").groups == (Match(("contra",), subject=True, prefix=True),)
+    # Too short: searched as a word, with a hint saying why.
+    short = parse_query("jean-p* co*")
+    assert short.phrases == (("jean", "p"),) and short.terms == ("co",)
+    assert len(short.hints) == 2
+    assert parse_query("con*").groups == (Match(("con",), prefix=True),)
+    # A star alone, or inside a word, is punctuation.
+    assert parse_query("* budget").terms == ("budget",)
+    assert parse_query("con*tract").phrases == (("con", "tract"),)
+
+
 # ------------------------------------------------------------------ backend syntax
 
 
@@ -304,6 +403,20 @@ def test_fts5_and_tsquery_text_shapes() -> None:
     assert tsquery_text(q) == "'reunion' & ('ordre' <-> 'du' <-> 'jour') & 'budget':A & !'annulee'"
     assert fts5_match(parse_query("from:alice")) is None
     assert tsquery_text(parse_query("from:alice")) is None
+
+
+def test_or_group_and_prefix_shapes() -> None:
+    q = parse_query('(budget OR "gas prices") subject:contra* -(draft x) -réun*')
+    assert fts5_match(q) == (
+        '(("budget" OR "gas prices") AND {subject} : "contra" *) '
+        'NOT (("draft" AND "x") OR "reun" *)'
+    )
+    assert tsquery_text(q) == (
+        "('budget' | ('gas' <-> 'prices')) & 'contra':*A & !('draft' & 'x') & !'reun':*"
+    )
+    inner = parse_query("(a -b) OR c")
+    assert fts5_match(inner) == '(("a" NOT "b") OR "c")'
+    assert tsquery_text(inner) == "(('a' & !'b') | 'c')"
 
 
 def test_tsvector_literal_positions_weights_and_gap() -> None:
@@ -361,6 +474,25 @@ BACKEND_QUERIES: dict[str, set[str]] = {
     "0123-456789": {"crisp_email_7"},
     "subject:fusce bibendum": LOREM,
     '"consequat ut vel"': LOREM,
+    # OR, groups and prefixes.
+    "reponse OR straßburg": {FR, DE},
+    "reponse OR forsok OR привет": {FR, SV, "crisp_email_russian"},
+    "(forsok OR привет) -hunnit": {"crisp_email_russian"},
+    "(reponse question) OR (porzadku -dziekuje)": {FR},
+    "-(reponse OR forsok) ursprungliche": {"crisp_email_german_outlook"},
+    "fusce OR (sista försök)": LOREM | {SV},
+    "repon*": {FR},
+    "répon* -yahoo": set(),
+    "subject:bonj*": {FR},
+    "subject:fus*": LOREM,
+    '"sista för"*': {SV},
+    '"votre quest"*': {FR},
+    "прив*": {"crisp_email_russian"},
+    "お世話*": {JA},
+    "straß*": {DE},
+    "strass*": set(),
+    "ursprung* OR noreply@github.com": {DE, "crisp_email_german_outlook"},
+    "conseq* -(fusce OR bibendum)": set(),
 }
 
 
@@ -419,6 +551,48 @@ def test_backends_agree_on_random_documents(
     assert (fts.match(expression) == {1}) == pg_matches(pg, literal, tsquery)
 
 
+@pytest.mark.postgres
+@HYPO
+@given(
+    doc=words,
+    picks=st.lists(
+        st.tuples(
+            st.sampled_from(["", "-", "subject:", '"', "(", "-(", "NOT "]),
+            st.integers(0, 29),
+            st.integers(0, 5),  # cut the word there and add a star (0: no star)
+            st.sampled_from([" ", " OR ", ") ", ") OR ", '" ', '"* OR ']),
+        ),
+        max_size=5,
+    ),
+    narrowed=st.booleans(),
+)
+def test_backends_agree_on_or_groups_prefixes_and_exclusions(
+    pg: psycopg.Connection,
+    fts: Fts5,
+    doc: list[str],
+    picks: list[tuple[str, int, int, str]],
+    narrowed: bool,
+) -> None:
+    subject, body = " ".join(doc[:3]), " ".join(doc[3:])
+    chosen = [
+        before + (doc[i][: cut + 1] + "*" if cut else doc[i]) + after
+        for before, i, cut, after in picks
+        if i < len(doc)
+    ]
+    q = parse_query(("from:x " if narrowed else "") + "".join(chosen))
+    fts.clear()
+    fts.add(1, subject, body)
+    literal = tsvector_literal([("A", subject), ("B", body)])
+    pairs = [(fts5_match(q), tsquery_text(q)), (fts5_excluded(q), tsquery_excluded(q))]
+    for expression, tsquery in pairs:
+        assert (expression is None) == (tsquery is None)
+        if expression is not None and tsquery is not None:
+            assert (fts.match(expression) == {1}) == pg_matches(pg, literal, tsquery), (
+                expression,
+                tsquery,
+            )
+
+
 # Query text built from the pieces that could break a parser or a backend syntax.
 QUERY_PIECES = st.lists(
     st.sampled_from(
@@ -436,6 +610,11 @@ QUERY_PIECES = st.lists(
             "OR",
             "AND",
             "NEAR",
+            " OR ",
+            "-(",
+            "contra*",
+            "co*",
+            '"* ',
             '"',
             "“",
             "'",
@@ -483,6 +662,10 @@ def test_parse_query_never_raises_and_fts5_accepts_its_output(fts: Fts5, text: s
     assert (expression is None) == (tsquery_text(q) is None)
     if expression is not None:
         fts.match(expression)  # raises sqlite3.OperationalError on bad syntax
+    excluded = fts5_excluded(q)
+    assert (excluded is None) == (tsquery_excluded(q) is None)
+    if excluded is not None:
+        fts.match(excluded)
 
 
 @HYPO
@@ -497,10 +680,11 @@ def test_fts5_accepts_queries_built_by_hand(fts: Fts5, q: Query) -> None:
 @HYPO
 @given(ANY_QUERY)
 def test_postgresql_accepts_every_tsquery_and_tsvector(pg: psycopg.Connection, text: str) -> None:
-    tsquery = tsquery_text(parse_query(text))
-    if tsquery is not None:
-        pg.execute("SELECT %s::tsquery", (tsquery,))
-        pg.execute("SELECT to_tsquery('simple', %s)", (tsquery,))
+    q = parse_query(text)
+    for tsquery in (tsquery_text(q), tsquery_excluded(q)):
+        if tsquery is not None:
+            pg.execute("SELECT %s::tsquery", (tsquery,))
+            pg.execute("SELECT to_tsquery('simple', %s)", (tsquery,))
     text = text.replace("\x00", "")  # PostgreSQL text cannot hold NUL at all
     pg.execute("SELECT %s::tsvector", (tsvector_literal([("A", text), ("D", text)]),))
 
@@ -557,6 +741,15 @@ def test_highlight_marks_phrases_only_where_adjacent() -> None:
     assert "<mark>sista försök</mark>" in snippet
     assert snippet.count("<mark>") == 1  # "övriga försök" alone is not the phrase
     assert "&gt; Nu gör jag" in snippet  # quoted text, escaped
+
+
+def test_highlight_marks_prefixes_and_every_or_option() -> None:
+    text = read("crisp_email_customer_quote_header_3.txt")
+    snippet = highlight(text, parse_query("répon* OR precision -yahoo"), width=400)
+    assert "<mark>précision</mark>" in snippet and "<mark>réponse</mark>" in snippet
+    assert "<mark>" not in snippet.split("someone@")[1].split("&gt;")[0]  # excluded: unmarked
+    swedish = highlight(read("alfonsrv_email_swedish_1.txt"), parse_query('"sista för"*'))
+    assert "<mark>sista försök</mark>" in swedish and swedish.count("<mark>") == 1
 
 
 def test_highlight_window_cut_and_escape() -> None:

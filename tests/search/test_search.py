@@ -11,6 +11,8 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
@@ -98,6 +100,62 @@ def test_words_phrases_and_exclusions(engine: Engine, tmp_path: Path) -> None:
     assert every.hits[0].thread_id == without.hits[0].thread_id
     assert without.hits[0].matches < every.hits[0].matches == 11
     assert find(engine, "gmake -recursive -gmake").hits == []
+
+
+def test_exclusions_narrow_searches_made_of_operators_only(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load(engine, tmp_path)
+    every = find(engine, "from:maechler")
+    without = find(engine, "from:maechler -package")
+    assert without.hints == () and without.total_threads == every.total_threads - 1 == 6
+    assert all("package" not in subject for subject in subjects(without))
+    assert subjects(find(engine, "has:attachment -comments")) == ["Test"]
+    assert find(engine, "to:kam.keiser -physical").hits == []
+    day = "after:2020-11-05 before:2020-11-06"
+    assert len(find(engine, day).hits) == 3
+    assert subjects(find(engine, day + ' -r -"bashisms"')) == ["[Rd] Named class vector"]
+    assert find(engine, "from:maechler -(legend OR package)").total_threads == 4
+    # With few candidates, the page's counts still leave the excluded messages out.
+    monkeypatch.setattr(engine_module, "CANDIDATES", 2)
+    capped = find(engine, "from:maechler -package", limit=10)
+    assert capped.more and len(capped.hits) == 2
+    assert all("package" not in hit.subject for hit in capped.hits)
+
+
+def test_or_groups_and_prefixes(engine: Engine, tmp_path: Path) -> None:
+    load(engine, tmp_path)
+    either = find(engine, "gmake OR cpuc")
+    assert sorted(subjects(either)) == ["SoCal Gas CPUC Proceeding", "gmake"]
+    assert [h.matches for h in either.hits] == [5, 3] and not either.hints
+    assert "<mark>CPUC</mark>" in either.hits[0].snippet
+    assert sorted(subjects(find(engine, 'cpuc OR "heads up"'))) == [
+        "Heads up",
+        "SoCal Gas CPUC Proceeding",
+    ]
+    # OR binds tighter than AND: (gmake OR cpuc) AND recursive.
+    tight = find(engine, "gmake OR cpuc recursive")
+    assert subjects(tight) == ["gmake"] and tight.hits[0].matches == 1
+    grouped = find(engine, "(gmake OR cpuc) -recursive")
+    assert sorted((h.subject, h.matches) for h in grouped.hits) == [
+        ("SoCal Gas CPUC Proceeding", 5),
+        ("gmake", 2),
+    ]
+    # A prefix finds the words it starts, and marks them.
+    prefix = find(engine, "vignet*")
+    assert prefix.hits[0].matches == find(engine, "vignettes").hits[0].matches == 11
+    assert "<mark>vignettes</mark>" in prefix.hits[0].snippet.lower()
+    assert len(find(engine, "makef*").hits) == 2
+    assert subjects(find(engine, "subject:makef*")) == ["Makefiles in contributed packages"]
+    assert subjects(find(engine, '"physical mac"*')) == ["Heads up"]
+    assert subjects(find(engine, "rechn* OR précis*")) == subjects(
+        find(engine, "rechnung OR precision")
+    )
+    # Too short a prefix is searched as a word, and says so.
+    short = find(engine, "vi*")
+    assert short.hits == [] and "prefix needs at least 3 letters" in short.hints[0]
+    mixed = find(engine, "from:ripley OR legend")
+    assert mixed.hits == [] and "applies to every result" in mixed.hints[0]
 
 
 def test_people_operators(engine: Engine, tmp_path: Path) -> None:
@@ -227,6 +285,12 @@ def test_quoted_history_ranks_below_new_text(engine: Engine, tmp_path: Path) -> 
         "has:wings gmake",
         "-gmake",
         "OR gmake",
+        "gmake OR",
+        "(gmake OR (cpuc",
+        "-(gmake OR cpuc)",
+        "from:alice -(x",
+        'a* b** co* "de"* -(*)',
+        ") OR ( OR -",
         "foo:bar",
         '"" ""',
         "((( ))) *",
@@ -243,6 +307,40 @@ def test_quoted_history_ranks_below_new_text(engine: Engine, tmp_path: Path) -> 
 def test_malformed_queries_never_raise(engine: Engine, query: str) -> None:
     results = find(engine, query)
     assert isinstance(results, SearchResults)
+
+
+# Pieces of query text that could break the parser, a backend's syntax or the SQL.
+QUERY_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.lists(
+        st.sampled_from(
+            ["précision", "prufen", "rech*", "co*", "marz", "from:someone", "in:x", "-", "(",
+             ")", "OR", "NOT", "AND", '"', "*", "'", ":", "\\", "{", "}", "^", "!", "&", "|",
+             "<->", "NEAR", " ", " ", "after:2016", "has:attachment", "subject:", "\x00"]
+        ),
+        max_size=16,
+    ).map("".join),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(text=QUERY_TEXT)
+@example(text="from:\x00")  # PostgreSQL refuses a NUL in the LIKE pattern
+@example(text="budget\x00 OR to:a\x07b filename:\x1f")
+def test_random_queries_never_raise(engine: Engine, tmp_path: Path, text: str) -> None:
+    if not (tmp_path / "letters").exists():
+        eml(tmp_path / "letters", "fr", "Someone <someone@yahoo.fr>", "Réponse",
+            "fr_outlook_yahoo_indented.txt")  # fmt: skip
+        eml(tmp_path / "letters", "de", "Stefan <stefan@example.de>", "Rechnung März",
+            "de_weitergeleitete_nachricht.txt")  # fmt: skip
+        run_import(engine, [str(tmp_path / "letters")], workers=1)
+    results = find(engine, text)
+    assert isinstance(results, SearchResults)
+    assert all(isinstance(hint, str) for hint in results.hints)
 
 
 def test_malformed_queries_give_hints(engine: Engine, tmp_path: Path) -> None:
@@ -283,6 +381,27 @@ AGREEMENT_QUERIES = [
     "prufen",
     "proceeding",
     "thanks -macro",
+    # Exclusions narrowing operators alone.
+    "from:maechler -package",
+    "has:attachment -comments",
+    "after:2020-11-05 before:2020-11-06 -r",
+    "from:ripley -(gmake OR legend)",
+    # OR, groups and prefixes.
+    "gmake OR cpuc",
+    'cpuc OR "heads up"',
+    "gmake OR cpuc recursive",
+    "(gmake OR cpuc) -recursive",
+    "the OR up",
+    "prufen OR précision",
+    "(vignettes -murdoch) OR (legend plot)",
+    "vignet*",
+    "vignet* -murdoch",
+    "makef*",
+    "subject:makef*",
+    "pack*",
+    "pack* OR legend",
+    "proceed* OR legend",
+    '"physical mac"*',
 ]
 
 

@@ -239,6 +239,17 @@ async def test_search_uses_the_query_language_and_the_access_rule(client: TestCl
     )
     assert [r["subject"] for r in operators["results"]] == ["SoCal Gas CPUC Proceeding"]
     assert operators["results"][0]["matches"] >= 1
+    # OR, groups, prefixes, and exclusions after operators alone.
+    for q, found in (
+        ("(cpuc OR zzzq) in:gas", ["SoCal Gas CPUC Proceeding"]),
+        ("from:bill.rapp in:gas -cpuc", []),
+        ("from:bill.rapp in:gas -zzzq", ["SoCal Gas CPUC Proceeding"]),
+        ("procee* in:gas", ["SoCal Gas CPUC Proceeding"]),
+    ):
+        _, new = await get(client, "/api/v1/search", "outside.analyst@example.org", q=q)
+        assert [r["subject"] for r in new["results"]] == found and new["hints"] == [], q
+    _, short = await get(client, "/api/v1/search", "outside.analyst@example.org", q="pr* in:gas")
+    assert short["hints"] and "prefix" in short["hints"][0]
     # Malformed syntax: results for the words, with a hint, never an error.
     status, odd = await get(client, "/api/v1/search", "kam.keiser@enron.com", q='"heads up')
     assert status == 200 and [r["subject"] for r in odd["results"]] == ["Heads up"]

@@ -14,6 +14,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
+from bridge.core.query import parse_query
+from bridge.i18n import catalog
 from bridge.search import search
 from bridge.store.access import visible_messages, visible_thread_ids
 from bridge.store.tables import Message, Thread
@@ -22,7 +24,18 @@ from tests.web.support import ENRON, LKML, imported, sign_in, viewer_app, viewer
 Client = TestClient[web.Request, web.Application]
 ClientMaker = Callable[[web.Application], Awaitable[Client]]
 READERS = ["thomas.moll@sysgo.com", "mikey@neuling.org", "pallen@enron.com", "nobody@example.net"]
-QUERIES = ["the", "rapidio", "from:neuling", "heads", "has:attachment", "is:reply", "position"]
+QUERIES = [
+    "the",
+    "rapidio",
+    "from:neuling",
+    "heads",
+    "has:attachment",
+    "is:reply",
+    "position",
+    "from:neuling -rapidio",
+    "rapid* OR heads",
+    "(position OR gas) -the",
+]
 
 
 @pytest.fixture
@@ -145,6 +158,39 @@ async def test_hints_and_help(client: Client) -> None:
         assert operator in body
     bad = await client.get("/search", params={"q": "x", "page": "0"}, headers=headers)
     assert bad.status == 400
+
+
+async def test_or_prefixes_and_exclusions_on_the_page_and_in_the_help(client: Client) -> None:
+    headers = sign_in(client.app, "thomas.moll@sysgo.com")
+    either = await (
+        await client.get("/search", params={"q": "rapid* OR zzzq"}, headers=headers)
+    ).text()
+    assert re.search(r'<p class="total">1 discussion', either)
+    assert "<mark>RapidIO</mark>" in either or "<mark>rapidio</mark>" in either.lower()
+    excluded = await (
+        await client.get("/search", params={"q": "from:neuling -rapidio"}, headers=headers)
+    ).text()
+    assert 'class="notice hint"' not in excluded
+    for example in ("budget OR forecast", "(gas OR power) review", "contra*", "-(draft OR old)"):
+        assert f"<code>{example}</code>" in html.unescape(either)
+    french = headers | {"Accept-Language": "fr"}
+    body = await (await client.get("/search", params={"q": "co* (rapidio"}, headers=french)).text()
+    text = html.unescape(body)
+    assert "« co* » : un préfixe demande au moins 3 lettres avant « * »" in text
+    assert "parenthèse « ( » non fermée" in text
+    assert "l’un ou l’autre mot (OR en majuscules)" in text
+
+
+def test_every_search_hint_has_a_french_translation() -> None:
+    queries = [
+        '"x', 'subject:"x', "from: x", "subject:!! x", "has:wings x", "before:2001-13-45 x",
+        "-from:a x", "after:2002 before:2001", "form:x", "-x", "OR x", "x OR from:a",
+        "x OR -y", "(x", "x)", "((x))", "co*", "y" * 1200,
+    ]  # fmt: skip
+    french = catalog("fr")
+    seen = {hint.template for text in queries for hint in parse_query(text).hints}
+    assert len(seen) == 18
+    assert seen <= french.keys(), seen - french.keys()
 
 
 async def test_hints_come_in_the_readers_language(
