@@ -105,4 +105,14 @@ def _locale(language: str) -> Locale:
 
 def timezone_names() -> Iterable[str]:
     """Zone names offered in settings, sorted."""
-    return sorted(available_timezones() - {"Factory", "localtime"})
+    return sorted(_zone_names())
+
+
+def is_zone_name(name: str) -> bool:
+    """Whether `name` is a zone of the zone database (`America/Chicago`, `UTC`)."""
+    return name in _zone_names()
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones() - {"Factory", "localtime"})

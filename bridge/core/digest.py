@@ -147,6 +147,18 @@ class DigestContent:
     def empty(self) -> bool:
         return not self.yours and not self.spaces
 
+    @property
+    def space_counts(self) -> tuple[tuple[str, int], ...]:
+        """(space name, threads) of the spaces section, the fullest first ("" for no space).
+
+        The person's own threads are not in it: a subject line says "7 of
+        yours, 1 in Sales", never "8 in Sales".
+        """
+        counts: dict[str, int] = {}
+        for item in self.spaces:
+            counts[item.space_name] = counts.get(item.space_name, 0) + 1
+        return tuple(sorted(counts.items(), key=lambda pair: -pair[1]))
+
 
 def build_digest(
     viewer: Viewer,

@@ -336,3 +336,99 @@ def html_to_text(html: str) -> str:
         prefix = "> " * depth
         out.append((prefix + text).rstrip() if text else prefix.rstrip())
     return _BLANK_RUNS.sub("\n\n", "\n".join(out)).strip("\n")
+
+
+# A cell holding more than this is prose laid out in a table, not data.
+_MAX_CELL = 200
+_MIN_ROWS = 2
+_MIN_COLUMNS = 2
+
+
+class _TableFinder(HTMLParser):
+    """The cells of each table without a table inside it: rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        # Open tables, innermost last: [rows, has a table inside].
+        self.open: list[tuple[list[list[str]], list[bool]]] = []
+        self.cell: list[str] | None = None
+        self.tables: list[list[list[str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            if self.open:
+                self.open[-1][1][0] = True
+            self.open.append(([], [False]))
+            self.cell = None
+        elif not self.open:
+            return
+        elif tag == "tr":
+            if self.cell is not None:
+                self._close_cell()
+            self.open[-1][0].append([])
+        elif tag in ("td", "th"):
+            if self.cell is not None:
+                self._close_cell()  # an unclosed cell ends where the next begins
+            rows = self.open[-1][0]
+            if not rows:
+                rows.append([])
+            self.cell = []
+            rows[-1].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self.open and self.cell is not None:
+            self._close_cell()
+        elif tag == "table" and self.open:
+            self._close_table()
+
+    def finish(self) -> None:
+        """Close what the markup left open."""
+        self.close()
+        while self.open:
+            self._close_table()
+
+    def _close_table(self) -> None:
+        if self.cell is not None:
+            self._close_cell()
+        rows, nested = self.open.pop()
+        if not nested[0]:
+            self.tables.append(rows)
+
+    def _close_cell(self) -> None:
+        assert self.cell is not None
+        rows = self.open[-1][0]
+        rows[-1][-1] = _SPACES.sub(" ", "".join(self.cell)).strip()
+        self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None and len(self.cell) < 1000:
+            self.cell.append(data)
+
+
+def _is_data_table(rows: list[list[str]]) -> bool:
+    filled = [row for row in rows if sum(1 for cell in row if cell) >= _MIN_COLUMNS]
+    cells = [cell for row in rows for cell in row]
+    return len(filled) >= _MIN_ROWS and all(len(cell) <= _MAX_CELL for cell in cells)
+
+
+def has_data_table(html: str, text: str = "") -> bool:
+    """Whether the HTML holds a table of data that its plain text (`text`) flattened.
+
+    A data table: two rows or more of two filled cells or more, no table
+    inside it, no cell longer than a short sentence (newsletters lay out
+    prose in tables; those read fine as text). With `text`, the table must
+    also be in it (most of its cells), so a table only in quoted history
+    that `text` left out does not count.
+    """
+    if "<t" not in html.lower():
+        return False
+    finder = _TableFinder()
+    finder.feed(html)
+    finder.finish()
+    for rows in finder.tables:
+        if not _is_data_table(rows):
+            continue
+        cells = [cell for row in rows for cell in row if cell]
+        if not text or sum(1 for cell in cells if cell in text) * 2 >= len(cells):
+            return True
+    return False

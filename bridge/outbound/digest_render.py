@@ -82,22 +82,47 @@ def read_frequency_token(signer: Signer, token: str) -> tuple[str, str] | None:
 
 
 def subject_line(content: DigestContent, _: Translate) -> str:
-    """Says what is inside: "Digest: 5 active discussions in Engineering"."""
-    count = len(content.items)
-    names = content.space_names
-    if count == 1:
+    """Says what is inside: "Digest: 8 active discussions: 7 of yours, 1 in Sales team".
+
+    The person's own threads and their spaces' are counted apart: a space
+    names only the threads listed under it.
+    """
+    total = len(content.items)
+    if total == 1:
         head = _("Digest: 1 active discussion")
     else:
-        head = _("Digest: {count} active discussions").format(count=count)
-    if not names:
-        return head
+        head = _("Digest: {count} active discussions").format(count=total)
+    yours = len(content.yours)
+    groups = content.space_counts
+    named = [name for name, _count in groups if name]
+    if not yours:
+        if not named or len(named) < len(groups):
+            return head
+        return _("{digest} in {spaces}").format(digest=head, spaces=_spaces(named, _))
+    if not groups:
+        return head  # all of them the person's own: no space to name
+    parts = [_("1 of yours") if yours == 1 else _("{count} of yours").format(count=yours)]
+    # Two spaces by name; past that, the fullest by name and the rest counted.
+    shown = [(n, c) for n, c in groups[: 2 if len(groups) <= 2 else 1] if n]
+    rest = [(n, c) for n, c in groups if (n, c) not in shown]
+    parts += [_("{count} in {space}").format(count=c, space=n) for n, c in shown]
+    if len(rest) == 1:
+        parts.append(_("{count} in another space").format(count=rest[0][1]))
+    elif rest:
+        parts.append(
+            _("{count} in {spaces} other spaces").format(
+                count=sum(c for _n, c in rest), spaces=len(rest)
+            )
+        )
+    return _("{digest}: {parts}").format(digest=head, parts=", ".join(parts))
+
+
+def _spaces(names: list[str], _: Translate) -> str:
     if len(names) == 1:
-        where = names[0]
-    elif len(names) == 2:
-        where = _("{first} and {second}").format(first=names[0], second=names[1])
-    else:
-        where = _("{first} and {count} other spaces").format(first=names[0], count=len(names) - 1)
-    return _("{digest} in {spaces}").format(digest=head, spaces=where)
+        return names[0]
+    if len(names) == 2:
+        return _("{first} and {second}").format(first=names[0], second=names[1])
+    return _("{first} and {count} other spaces").format(first=names[0], count=len(names) - 1)
 
 
 ItemCache = dict[tuple[DigestItem, str, str], dict[str, str]]

@@ -285,6 +285,21 @@ def find_person(session: Session, address: str) -> PersonRef | None:
     return PersonRef(row[0] or "", row[1]) if row is not None else None
 
 
+def display_names(session: Session, addresses: list[str]) -> dict[str, str]:
+    """The display name mail gave each of these addresses, in one query (none: left out).
+
+    For lists that know a sender only by address (search hits): a person
+    whose message carried no name shows the name their other mail gave.
+    """
+    wanted = sorted({normalize_address(a) for a in addresses if a})
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(Person.address, Person.name).where(Person.address.in_(wanted), Person.name != "")
+    )
+    return {address: name for address, name in rows}
+
+
 def resolve_thread_id(session: Session, thread_id: int) -> int | None:
     """The current id of a thread (following merges), None when unknown. No access check."""
     if not 0 < thread_id <= MAX_ID:

@@ -87,6 +87,8 @@ class Lookups:
             ):
                 self.referencing[ref].add(thread)
         self.conversations = self._conversations(good)
+        # People known without a display name: the first message that gives one names them.
+        self.unnamed: set[int] = set()
         self.people = self._people(good)
         self.candidates = self._candidates(good, window)
         self._arrival: int | None = None
@@ -134,10 +136,12 @@ class Lookups:
             wanted.update(envelope_addresses(item.raw.provenance.envelope_to))
         found: dict[str, int] = {}
         for part in chunks(sorted(wanted)):
-            for address, pk in self.conn.execute(
-                select(Person.address, Person.id).where(Person.address.in_(part))
+            for address, pk, name in self.conn.execute(
+                select(Person.address, Person.id, Person.name).where(Person.address.in_(part))
             ):
                 found[address] = pk
+                if not name:
+                    self.unnamed.add(pk)
         return found
 
     def _candidates(

@@ -342,6 +342,13 @@ class BatchWriter:
             pk = self._person_ids()
             self.look.people[key] = pk
             self._rows["people"].append({"id": pk, "address": key, "name": address.name})
+            if not address.name:
+                self.look.unnamed.add(pk)
+        elif address.name and pk in self.look.unnamed:
+            # First seen bare (an envelope, a "From: a@b" line): the viewer shows
+            # the name later mail gives, for every message from the address.
+            self.look.unnamed.discard(pk)
+            self._rows["names"].append({"person_pk": pk, "given_name": address.name})
         return pk
 
     def _delivery(self, pk: int, item: Prepared) -> None:
@@ -359,6 +366,14 @@ class BatchWriter:
         conn = self.conn
         bulk_insert(conn, table(RawBlob), unique_rows(rows["raw"], "sha256"), ignore=True)
         bulk_insert(conn, table(Person), rows["people"])
+        if rows["names"]:
+            people = table(Person)
+            conn.execute(
+                people.update()
+                .where(people.c.id == bindparam("person_pk"), people.c.name == "")
+                .values(name=bindparam("given_name")),
+                rows["names"],
+            )
         live_new_threads = sorted(t for t in self._new_threads if self._find(t) == t)
         bulk_insert(
             conn,

@@ -365,7 +365,9 @@ async def login_request(request: web.Request) -> web.StreamResponse:
         page.set_status(429)
         page.headers["Retry-After"] = "3600"
         return _no_store(page)
-    return _no_store(render(request, "login_sent.html", {"address": address}))
+    # Without a relay the link only waits in the outbox: say so, the same way for every address.
+    mailed = bool(config.outbound.host)
+    return _no_store(render(request, "login_sent.html", {"address": address, "mailed": mailed}))
 
 
 async def confirm_page(request: web.Request) -> web.StreamResponse:

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote, unquote
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 
 from bridge.core.access import Viewer
-from bridge.i18n import LANGUAGES, format_date, format_datetime, negotiate, translator, zone
+from bridge.i18n import (
+    LANGUAGES,
+    format_date,
+    format_datetime,
+    is_zone_name,
+    negotiate,
+    translator,
+    zone,
+)
 from bridge.web.auth_store import feed_token
 from bridge.web.keys import CSRF_TOKEN, USER, VIEWER, config_of, signer_of
 
@@ -73,7 +82,13 @@ def timezone(request: web.Request) -> ZoneInfo:
     prefs = request.get(USER)
     if prefs is not None and prefs.timezone:
         return zone(prefs.timezone, fallback)
-    return zone(request.cookies.get(TIMEZONE_COOKIE, "") or fallback, fallback)
+    return zone(browser_zone(request.cookies.get(TIMEZONE_COOKIE, "")) or fallback, fallback)
+
+
+def browser_zone(cookie: str) -> str | None:
+    """The zone named by the `tz` cookie, which app.js writes URL-encoded; None if not a zone."""
+    name = unquote(cookie).strip()
+    return name if is_zone_name(name) else None
 
 
 def feed_url(request: web.Request, path: str) -> str:
@@ -97,12 +112,19 @@ def page_context(request: web.Request) -> dict[str, Any]:
     def day(value: datetime | None, form: str = "medium") -> str:
         return format_date(value, lang, tz, form) if value else ""
 
+    names = {space.slug: space.name for space in config_of(request).spaces if space.name}
+
+    def space_name(slug: str) -> str:
+        """What people call the space (its configured name); the slug when it has none."""
+        return names.get(slug, slug)
+
     return {
         "_": _,
         "lang": lang,
         "tz": tz.key,
         "when": when,
         "day": day,
+        "space_name": space_name,
         "viewer": viewer(request),
         "is_admin": is_admin(request),
         "csrf_token": request.get(CSRF_TOKEN, ""),
@@ -121,6 +143,4 @@ def render(
 
 
 def _quote(path: str) -> str:
-    from urllib.parse import quote
-
     return quote(path, safe="/")

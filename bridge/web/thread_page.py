@@ -18,7 +18,14 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from bridge.core.access import Viewer
-from bridge.core.html import has_remote_images, page_html, remote_image_origins
+from bridge.core.disclaimers import split_notice
+from bridge.core.html import (
+    has_data_table,
+    has_remote_images,
+    page_html,
+    remote_image_origins,
+)
+from bridge.core.message import Flag
 from bridge.i18n import translator
 from bridge.store import browse
 from bridge.store.access import visible_message_ids
@@ -41,11 +48,35 @@ def add_routes(app: web.Application) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Shown:
-    """A message as the page shows it: its stored fields and its HTML made ready."""
+    """A message as the page shows it: its stored fields and its HTML made ready.
+
+    `text` and `signature` are the stored ones without the legal notice that
+    closed them (`bridge.core.disclaimers`); `notice` is that notice, folded
+    on the page like quoted history.
+    """
 
     message: browse.MessageDetail
     html: Markup | None
     remote_images: bool
+    text: str = ""
+    signature: str = ""
+    notice: str = ""
+    # HTML-only mail whose text (made from the HTML) flattened a table of data:
+    # the formatted message is shown first, the text on request.
+    formatted_first: bool = False
+
+
+def _shown(m: browse.MessageDetail, html: Markup | None, waiting: bool) -> Shown:
+    body = split_notice(m.new_text)
+    signature = split_notice(m.signature)
+    notice = "\n\n".join(n for n in (body.notice, signature.notice) if n)
+    first = (
+        html is not None
+        and m.html is not None
+        and Flag.HTML_ONLY in m.flags
+        and has_data_table(m.html, m.new_text)
+    )
+    return Shown(m, html, waiting, body.text, signature.text, notice, first)
 
 
 def _prepare(
@@ -55,7 +86,7 @@ def _prepare(
     origins: set[str] = set()
     for m in detail.messages:
         if m.html is None:
-            shown[m.pk] = Shown(m, None, False)
+            shown[m.pk] = _shown(m, None, False)
             continue
         inline = {a.content_id: f"/a/{m.pk}/{a.position}" for a in m.attachments if a.content_id}
         waiting = has_remote_images(m.html)
@@ -63,7 +94,7 @@ def _prepare(
         if remote:
             origins.update(remote_image_origins(m.html))
         # page_html's output is sanitised HTML (nh3 allow-list): it is markup, not text.
-        shown[m.pk] = Shown(m, Markup(html), waiting)
+        shown[m.pk] = _shown(m, Markup(html), waiting)
     return list(detail.messages), shown, origins
 
 

@@ -14,10 +14,12 @@ from datetime import date, datetime, time
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
 from bridge.core.query import Hint, parse_query
 from bridge.i18n import translator
 from bridge.search import search
+from bridge.search.engine import SearchResults
 from bridge.store import browse
 from bridge.web import downloads, thread_page
 from bridge.web.context import feed_url, language, render, require_viewer, timezone
@@ -175,16 +177,17 @@ async def search_page(request: web.Request) -> web.Response:
     if kept is not None:
         return respond(request, kept)
     results = None
+    names: dict[str, str] = {}
     if text.strip():
-        results = await store_of(request).read(
-            lambda s: search(
-                s,
-                text,
-                limit=SEARCH_PAGE_SIZE,
-                offset=(page - 1) * SEARCH_PAGE_SIZE,
-                viewer=viewer,
+
+        def find(s: Session) -> tuple[SearchResults, dict[str, str]]:
+            found = search(
+                s, text, limit=SEARCH_PAGE_SIZE, offset=(page - 1) * SEARCH_PAGE_SIZE, viewer=viewer
             )
-        )
+            # Senders by name, one query for the page.
+            return found, browse.display_names(s, [hit.sender for hit in found.hits])
+
+        results, names = await store_of(request).read(find)
     found = results.hints if results is not None else parse_query(text).hints
     _ = translator(language(request))
     hints = [_(h.template).format(**h.values) if isinstance(h, Hint) else str(h) for h in found]
@@ -196,6 +199,7 @@ async def search_page(request: web.Request) -> web.Response:
         {
             "query": text,
             "results": results,
+            "names": names,
             "hints": hints,
             "pager": pages(total, page, SEARCH_PAGE_SIZE),
             "pager_query": {"q": text},

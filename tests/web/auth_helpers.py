@@ -62,7 +62,8 @@ def base_config(**web: Any) -> Config:
             message_id_domain="bridge.example.com",
             address="bridge@example.com",
         ),
-        outbound=OutboundConfig(from_address="bridge@example.com"),
+        # A relay is set: sign-in links are mailed (the app itself never connects to it).
+        outbound=OutboundConfig(host="relay.example.com", from_address="bridge@example.com"),
         spaces=(Space("ops", "Operations", Patterns.of((PARTNER,))),),
     )
 

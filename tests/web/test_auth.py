@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from http.cookies import SimpleCookie
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from bridge.config import BridgeConfig
+from bridge.config import BridgeConfig, OutboundConfig
 from bridge.outbound.scheduler import maintain
 from bridge.signing import Signer
 from bridge.store.tables import LoginToken, Person, WebSession
@@ -176,6 +177,29 @@ async def test_known_and_unknown_addresses_get_the_same_answer(
     with Session(sqlite_engine) as s:
         asked = s.execute(select(LoginToken.address).order_by(LoginToken.address)).scalars()
         assert list(asked) == sorted([STAFF, STRANGER])
+
+
+@pytest.mark.parametrize(
+    ("lang", "says", "not_said"),
+    [
+        ("en", "administrator configures outgoing mail", "on its way"),
+        ("fr", "l'administrateur n'a pas configuré l'envoi", "lui a été envoyé"),
+    ],
+)
+async def test_without_a_relay_the_page_says_so_for_every_address(
+    sqlite_engine: Engine, make_site: MakeSite, lang: str, says: str, not_said: str
+) -> None:
+    site = await make_site(sqlite_engine)
+    site.config = dataclasses.replace(site.config, outbound=OutboundConfig())  # no relay
+    site.client.session.cookie_jar.update_cookies({"lang": lang})
+    status_known, body_known = await ask(site, STAFF)
+    status_unknown, body_unknown = await ask(site, STRANGER)
+    assert status_known == status_unknown == 200
+    # Nothing tells a known address from an unknown one: not even the address itself.
+    assert body_known == body_unknown
+    text = unescape(body_known)
+    assert says in text and "bridge login-link" in text
+    assert not_said not in text
 
 
 async def test_who_gets_a_link(sqlite_engine: Engine, make_site: MakeSite) -> None:
