@@ -60,6 +60,9 @@ _STRUCTURE_EVENT = re.compile(
     rb"""|^content-type:[ \t]*message/""",
     re.I | re.MULTILINE,
 )
+# An RFC 2045 type/subtype; anything else (a NUL, spaces) is stored as
+# application/octet-stream: PostgreSQL refuses a NUL in any text column.
+_MIME_TYPE = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+/[!#$%&'*+\-.^_`|~0-9a-z]+")
 _MESSAGE_TYPE = re.compile(rb"^content-type:[ \t]*message/", re.I | re.MULTILINE)
 _VACATION = re.compile(
     r"out of (the )?office|vacation|auto(matic|matische)?[ -]?(reply|response|antwort)"
@@ -163,6 +166,10 @@ class _Body:
     parts: list[Message] = field(default_factory=list)
 
 
+def _stored_type(content_type: str) -> str:
+    return content_type if _MIME_TYPE.fullmatch(content_type) else "application/octet-stream"
+
+
 def _forward_attachment(part: Message) -> Attachment:
     inner = part.get_payload(0) if isinstance(part.get_payload(), list) else None
     name = part.get_filename()
@@ -175,7 +182,7 @@ def _forward_attachment(part: Message) -> Attachment:
         size = 0
     return Attachment(
         filename=safe_filename(decode_header_value(name or "message.eml")),
-        content_type=part.get_content_type(),
+        content_type=_stored_type(part.get_content_type()),
         size=size,
         content_id=_content_id(part),
         inline=part.get_content_disposition() == "inline",
@@ -246,7 +253,7 @@ def _walk(msg: Message, limits: ParseLimits) -> _Body:
         body.attachments.append(
             Attachment(
                 filename=safe_filename(decode_header_value(filename or "")),
-                content_type=ctype,
+                content_type=_stored_type(ctype),
                 size=len(data),
                 content_id=_content_id(part),
                 inline=disposition == "inline" or (disposition is None and "content-id" in part),

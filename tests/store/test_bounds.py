@@ -99,3 +99,15 @@ def test_bounded_keeps_short_values_and_separates_long_ones() -> None:
     one, two = bounded("p" * 50 + "1", 20), bounded("p" * 50 + "2", 20)
     assert len(one) == len(two) == 20 and one != two
     assert bounded("p" * 50 + "1", 20) == one
+
+
+def test_a_content_type_with_a_nul_is_stored_as_octet_stream(engine: Engine) -> None:
+    data = message(0).replace(b"Content-Type: application/x-", b"Content-Type: \x00application/x-")
+    provenance = Provenance("smtp", "test", key="bounds-nul", envelope_to=("alice@example.com",))
+    item = prepare(RawMessage(data, provenance))
+    assert item.failure is None
+    with Session(engine) as session, session.begin():
+        assert store_batch(session, [item], NOW) == [Outcome.STORED]
+    with Session(engine) as session:
+        types = session.execute(select(Attachment.content_type)).scalars().all()
+    assert types == ["application/octet-stream"]
