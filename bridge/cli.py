@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -22,16 +23,23 @@ log = logging.getLogger("bridge")
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
+# The config file when --config is not given.
+CONFIG_ENV = "BRIDGE_CONFIG"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     from bridge.logs import setup_logging
 
     setup_logging(debug=args.debug, quiet=getattr(args, "quiet", False))
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    if getattr(args, "config", None) is None:
+        # Every command, and `bridge run` under systemd, reads the same file.
+        args.config = os.environ.get(CONFIG_ENV) or None
     try:
         config = load_config(args.config)
         return int(args.handler(args, config))
@@ -58,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 70
+    finally:
+        for engine in getattr(args, "engines", ()):
+            engine.dispose()
 
 
 def one_line(exc: BaseException) -> str:
@@ -68,10 +79,14 @@ def one_line(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {first}"[:300]
 
 
-def _common_options(default: Any) -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+def _common_options(default: Any) -> CommandParser:
+    common = CommandParser(add_help=False)
     common.add_argument("--db", metavar="URL", help="database URL or SQLite file path")
-    common.add_argument("--config", metavar="FILE", help="bridge.toml (default: none)")
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"bridge.toml (default: ${CONFIG_ENV}, else the built-in defaults)",
+    )
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     if default is argparse.SUPPRESS:
         for action in common._actions:
@@ -79,20 +94,58 @@ def _common_options(default: Any) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The search options that take a value: the words after them are not the query.
+_SEARCH_VALUED = frozenset({"--as", "--limit", "--offset", "--db", "--config"})
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, whose errors about a search query starting with `-` (`-acme`, taken
+    for an option) say to put the query after `--`. `words` is the command line."""
+
+    words: Sequence[str] = ()
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + dash_query_hint(self.words, message))
+
+
+def dash_query_hint(words: Sequence[str], message: str) -> str:
+    """`; put the query after --: bridge search -- -acme` for `bridge search -acme`, or ''."""
+    if "search" not in words or not ("unrecognized" in message or "query" in message):
+        return ""
+    after = list(words)[list(words).index("search") + 1 :]
+    options: list[str] = []
+    query: list[str] = []
+    taking_value = False
+    for word in after:
+        if taking_value or (word.startswith("--") and word != "--"):
+            options.append(word)
+            taking_value = not taking_value and word in _SEARCH_VALUED
+        elif word != "--":
+            query.append(word)
+    if not any(word.startswith("-") for word in query):
+        return ""
+    suggestion = " ".join(["bridge", "search", *options, "--", *query])
+    return "; a query word starting with - is read as an option: put the query after --: " + (
+        suggestion
+    )
+
+
+def build_parser(words: Sequence[str] = ()) -> argparse.ArgumentParser:
     # The options go before or after the command; after it they must not
     # reset what was given before it, so there they have no defaults.
     common = _common_options(argparse.SUPPRESS)
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="bridge",
         description="Company email turned into threaded, searchable discussions.",
         parents=[_common_options(None)],
     )
+    parser.words = words
     parser.add_argument("--version", action="version", version=f"bridge {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.words = words
         p.set_defaults(handler=handler)
         return p
 
@@ -117,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("search", commands.cmd_search, "search stored mail, results by thread")
-    p.add_argument("query", nargs="+")
+    p.add_argument("query", nargs="+", help="words and operators; after -- when one starts with -")
     p.add_argument(
         "--as",
         dest="as_address",
@@ -202,13 +255,39 @@ def owner_address(value: str) -> str:
     return value
 
 
-def open_engine(args: argparse.Namespace, config: Config, *, upgrade: bool = True) -> Engine:
-    """The database engine for a command, with the schema brought up to date."""
-    from bridge.store.db import make_engine
-    from bridge.store.migrate import is_current
+def open_engine(
+    args: argparse.Namespace, config: Config, *, upgrade: bool = True, create: bool = False
+) -> Engine:
+    """The database engine for a command, with the schema brought up to date.
+
+    Only the commands that put mail in (`run`, `import`, `db upgrade`) pass
+    `create`: the others, given a database that does not exist or holds no
+    Bridge schema, raise `DatabaseMissing` rather than answer from an empty one.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    from bridge.errors import DatabaseMissing
+    from bridge.store.db import make_engine, shown_url
+    from bridge.store.migrate import current_revision, is_current
     from bridge.store.migrate import upgrade as run_upgrade
 
-    engine = make_engine(args.db or config.database.url)
+    url = args.db or config.database.url
+    engine = make_engine(url, create=create)
+    # Closed by `main` once the command is done.
+    args.__dict__.setdefault("engines", []).append(engine)
+    if not create:
+        try:
+            revision = current_revision(engine)
+        except OperationalError as exc:
+            # PostgreSQL refuses the connection (no SQLSTATE is given to a
+            # client that is not connected yet): the server's own words.
+            if f'database "{engine.url.database}" does not exist' in str(exc.orig):
+                engine.dispose()
+                raise DatabaseMissing(shown_url(url)) from None
+            raise
+        if revision is None:
+            engine.dispose()
+            raise DatabaseMissing(shown_url(url), "no Bridge database there (no schema)")
     if upgrade and not is_current(engine):
         run_upgrade(engine)
     return engine

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bridge.cli import open_engine, utcnow, write_json
 from bridge.config import Config
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, OutputError
 
 
 @contextmanager
@@ -20,7 +21,11 @@ def _output(path: str | None, binary: bool = False) -> Iterator[Any]:
     if path is None or path == "-":
         yield sys.stdout.buffer if binary else sys.stdout
         return
-    with open(path, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
+    try:
+        handle = open(path, "wb" if binary else "w", encoding=None if binary else "utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise OutputError(path, exc) from None
+    with handle:
         yield handle
 
 
@@ -35,7 +40,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
         load_owners(args.owners) if args.owners else {},
         mapped=bool(args.owners),
     )
-    engine = open_engine(args, config)
+    engine = open_engine(args, config, create=True)
     bar = tqdm(
         total=0,
         unit="msg",
@@ -117,7 +122,18 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         if viewer is not None:
             audit_reader(session, viewer, "search.as", query)
         if args.json:
-            results = search(session, query, limit=args.limit, offset=args.offset, viewer=viewer)
+            from bridge.core.snippets import PLAIN_MARK, split_marks
+
+            results = search(
+                session,
+                query,
+                limit=args.limit,
+                offset=args.offset,
+                viewer=viewer,
+                mark=PLAIN_MARK,
+                escape=False,
+            )
+            snippets = [split_marks(hit.snippet) for hit in results.hits]
             write_json(
                 sys.stdout,
                 {
@@ -131,12 +147,14 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
                             "message_id": hit.message_id,
                             "date": hit.date,
                             "from": hit.sender,
-                            "snippet": hit.snippet,
+                            # Plain text, and where the query matched in it.
+                            "snippet": snippet,
+                            "snippet_hits": [list(hit_span) for hit_span in hits],
                             "score": hit.score,
                             "matching_messages": hit.matches,
                             "thread_messages": hit.thread_messages,
                         }
-                        for hit in results.hits
+                        for hit, (snippet, hits) in zip(results.hits, snippets, strict=True)
                     ],
                 },
             )
@@ -153,8 +171,9 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         )
     for hint in results.hints:
         sys.stderr.write(f"hint: {hint}\n")
+    zone = ZoneInfo(config.web.default_timezone)
     for hit in results.hits:
-        date = hit.date.strftime("%Y-%m-%d") if hit.date else "????-??-??"
+        date = hit.date.astimezone(zone).strftime("%Y-%m-%d") if hit.date else "????-??-??"
         sys.stdout.write(
             f"[{hit.thread_id}] {date}  {hit.subject}  "
             f"({hit.matches}/{hit.thread_messages} messages)\n"
@@ -199,8 +218,12 @@ def cmd_thread(args: argparse.Namespace, config: Config) -> int:
         )
         return 0
     sys.stdout.write(f"[{thread_id}] {thread.subject}  ({len(views)} messages)\n")
+    zone = ZoneInfo(config.web.default_timezone)
     for view in views:
-        date = view.date.strftime("%Y-%m-%d %H:%M") if view.date else "(no date)       "
+        # In [web] default_timezone, and saying so: a bare 14:00 is read as local time.
+        date = (
+            view.date.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if view.date else "(no date)"
+        )
         first = next((line.strip() for line in view.new_text.splitlines() if line.strip()), "")
         who = view.sender_name or view.sender
         sys.stdout.write(f"{'  ' * view.depth}{date}  {who}: {first[:100]}\n")
@@ -347,7 +370,7 @@ def cmd_collisions(args: argparse.Namespace, config: Config) -> int:
 def cmd_db(args: argparse.Namespace, config: Config) -> int:
     from bridge.store.migrate import current_revision, upgrade
 
-    engine = open_engine(args, config, upgrade=False)
+    engine = open_engine(args, config, upgrade=False, create=args.action == "upgrade")
     if args.action == "upgrade":
         upgrade(engine)
     sys.stdout.write(f"schema revision: {current_revision(engine)}\n")
@@ -368,6 +391,7 @@ def cmd_login_link(args: argparse.Namespace, config: Config) -> int:
     """
     from sqlalchemy.orm import Session
 
+    from bridge.store.db import shown_url
     from bridge.web.auth_store import create_login_token
 
     address = args.address.strip().lower()
@@ -379,5 +403,7 @@ def cmd_login_link(args: argparse.Namespace, config: Config) -> int:
     with Session(engine) as session, session.begin():
         token = create_login_token(session, address, "command-line", utcnow())
     sys.stdout.write(f"{config.web.public_url}/login/confirm?t={token}\n")
-    sys.stderr.write("valid for 15 minutes, once; open it and press Sign in\n")
+    # The viewer must read the same database: name it, so a mismatch shows.
+    where = shown_url(args.db or config.database.url)
+    sys.stderr.write(f"stored in {where}; valid for 15 minutes, once; open it and press Sign in\n")
     return 0

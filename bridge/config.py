@@ -97,6 +97,10 @@ class SmtpConfig:
     max_connections_per_client: int = field(default=20, metadata=_check(_positive))
     max_recipients: int = field(default=1000, metadata=_check(_positive))
     max_data_bytes_in_flight: int = field(default=512 * 1024 * 1024, metadata=_check(_positive))
+    # A message body over spill_bytes is received into a temporary file in
+    # spill_dir ("": beside the SQLite database, else the system temp directory).
+    spill_bytes: int = field(default=1024 * 1024, metadata=_check(_positive))
+    spill_dir: str = ""
     max_junk_commands: int = field(default=100, metadata=_check(_positive))
     max_errors: int = field(default=20, metadata=_check(_positive))
     batch_size: int = field(default=64, metadata=_check(_positive))
@@ -233,6 +237,9 @@ class ImapAccount:
 @dataclass(frozen=True, slots=True)
 class ImapConfig:
     backoff_max: float = field(default=300.0, metadata=_check(_positive))
+    # A refused login waits login_backoff, doubling up to login_backoff_max.
+    login_backoff: float = field(default=300.0, metadata=_check(_positive))
+    login_backoff_max: float = field(default=3600.0, metadata=_check(_positive))
     accounts: tuple[ImapAccount, ...] = ()
 
 
@@ -366,6 +373,10 @@ def load_config(path: str | None) -> Config:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(path, "", "no such file") from None
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", f"not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
     return parse_config(data, path)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import ssl
 import tempfile
@@ -25,12 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from bridge import pipeline
 from bridge.config import Config, ListenerConfig, SmtpConfig, load_config
 from bridge.core.message import RawMessage
-from bridge.errors import ConfigError
-from bridge.group_commit import GroupCommit
+from bridge.errors import ConfigError, StartupError
+from bridge.group_commit import GroupCommit, Load
 from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
 from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
 from bridge.outbound.keys import signing_key
@@ -120,7 +122,7 @@ class Daemon:
 
     # -- delivery ---------------------------------------------------------------
 
-    async def deliver(self, raw: RawMessage) -> pipeline.Outcome:
+    async def deliver(self, raw: RawMessage | Load) -> pipeline.Outcome:
         """Store one live message; returns once it is durable."""
         assert self.committer is not None, "start() first"
         return await self.committer.submit(raw)
@@ -169,9 +171,9 @@ class Daemon:
             limits=lambda: self.config.limits.parse_limits(),
         )
         self.committer.start()
-        self._tls = tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
-        for listener in smtp.listeners:
-            await self._listen(listener, self._tls)
+        self._tls = _tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
+        for index, listener in enumerate(smtp.listeners):
+            await self._listen(listener, self._tls, f"smtp.listeners[{index}]")
         self._start_imap()
         for service in self.services:
             await service.start()
@@ -186,14 +188,22 @@ class Daemon:
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._web.setup()
         site = web.TCPSite(self._web, self.config.web.host, self.config.web.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            host, port = self.config.web.host, self.config.web.port
+            raise StartupError.listener("web", host, port, "web.host, web.port", exc) from exc
         port = self._web.addresses[0][1] if self._web.addresses else self.config.web.port
         self.web_bound = Bound(self.config.web.host, port, "http")
         log.info(
-            "bridge running: %s, web on http://%s:%d/",
+            "bridge running: %s, web on http://%s:%d/; config %s, database %s",
             ", ".join(f"{b.protocol} on {b.host}:{b.port}" for b in self.smtp_bound),
             self.web_bound.host,
             self.web_bound.port,
+            self.config.source
+            if self.config.source != "(defaults)"
+            else "(none: the built-in defaults; give --config FILE or set BRIDGE_CONFIG)",
+            self.store.engine.url.render_as_string(hide_password=True),
         )
         if not self.config.outbound.host:
             log.warning(
@@ -201,15 +211,29 @@ class Daemon:
                 "`bridge login-link ADDRESS` prints a sign-in link"
             )
 
-    async def _listen(self, listener: ListenerConfig, context: Any) -> None:
+    async def _listen(self, listener: ListenerConfig, context: Any, key: str) -> None:
         location = f"{listener.protocol}://{listener.host}:{listener.port}"
-        handler = BridgeHandler(self.deliver, self._smtp_settings, location, listener.protocol)
+        handler = BridgeHandler(
+            self.deliver, self._smtp_settings, location, listener.protocol, self._spill_dir()
+        )
         factory = session_factory(handler, self.guard, self._smtp_settings, context)
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(factory, listener.host, listener.port)
+        try:
+            server = await loop.create_server(factory, listener.host, listener.port)
+        except OSError as exc:
+            kind = listener.protocol.upper()
+            raise StartupError.listener(kind, listener.host, listener.port, key, exc) from exc
         self._servers.append(server)
         port = server.sockets[0].getsockname()[1]
         self.smtp_bound.append(Bound(listener.host, port, listener.protocol))
+
+    def _spill_dir(self) -> str:
+        """Where large messages spill by default: beside the SQLite database (not a
+        RAM-backed /tmp), else the system temporary directory."""
+        url = make_url(self.config.database.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return os.path.dirname(os.path.abspath(url.database))
+        return ""
 
     def _smtp_settings(self) -> SmtpConfig:
         return self.config.smtp
@@ -333,7 +357,12 @@ class Daemon:
         log.info("smtp.tls_cert %s loaded for new sessions", cert)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # Close what did start (writer thread, listeners) so the process exits.
+            await self.stop()
+            raise
         self.notifier.ready(status="accepting mail")
         interval = self.notifier.watchdog_interval()
         if interval:
@@ -352,6 +381,23 @@ class Daemon:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+def _tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The STARTTLS context, or `StartupError` naming the file that is missing or bad."""
+    for name, path in (("smtp.tls_cert", cert), ("smtp.tls_key", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise StartupError(f"{name} {path}", f"cannot read: {exc.strerror}") from exc
+    try:
+        return tls_context(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise StartupError(
+            f"smtp.tls_cert {cert}, smtp.tls_key {key}",
+            f"not a PEM certificate chain and its key ({exc.strerror or exc})",
+        ) from exc
 
 
 def apply_log_level(config: Config, debug: bool = False) -> None:

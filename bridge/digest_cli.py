@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
-from bridge.errors import DigestArgumentError
+from bridge.errors import DigestArgumentError, OutputError
 from bridge.outbound.compose import verify
 from bridge.outbound.digest_run import prepare, run, sender
 from bridge.outbound.digests import QUEUED, plan
@@ -83,7 +83,10 @@ def preview(
     if html:
         part = message.get_body(("html",))
         body = part.get_content() if part is not None else ""
-        Path(html).write_text(body, encoding="utf-8")
+        try:
+            Path(html).write_text(body, encoding="utf-8")
+        except OSError as exc:
+            raise OutputError(html, exc) from None
     verify(message)
     return 0
 

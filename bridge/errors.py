@@ -47,8 +47,10 @@ class StageError(BridgeError):
 class ConfigError(BridgeError):
     """Raised by `config.load_config` for a bad config file.
 
-    The message names the file, the dotted key and the problem.
+    The message names the file, the dotted key and the problem; the CLI exits 2.
     """
+
+    exit_code = 2
 
     def __init__(self, path: str, key: str, problem: str) -> None:
         self.path = path
@@ -77,6 +79,80 @@ class SchemaTooNew(BridgeError):
             f"{url}: the database schema is at revision {revision}, newer than this "
             "version of Bridge knows; run the newer version (or restore a backup)"
         )
+
+
+class DatabaseMissing(BridgeError):
+    """Raised by `store.db.make_engine(create=False)` and `cli.open_engine` when a command
+    that only reads (search, thread, export, raw, login-link, ...) is given a database
+    that does not exist, or holds no Bridge schema: it says so instead of creating one.
+
+    `where` is the URL as shown to people (no password), with the file's path for SQLite.
+    """
+
+    exit_code = 2
+
+    def __init__(self, where: str, problem: str = "no such database") -> None:
+        self.where = where
+        super().__init__(
+            f"{where}: {problem}; `bridge run`, `bridge import` or `bridge db upgrade` "
+            "creates it (or give --config, BRIDGE_CONFIG or --db for another)"
+        )
+
+
+class DatabaseUnusable(BridgeError):
+    """Raised by `store.db.make_engine` when a SQLite database cannot be created or opened
+    where the URL says (its folder cannot be made, the path is a folder, no permission).
+
+    The CLI exits 2, as for a bad config: retrying will not help.
+    """
+
+    exit_code = 2
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where = where
+        super().__init__(f"{where}: {problem}")
+
+
+class StartupError(BridgeError):
+    """Raised by `daemon.Daemon.start` when `bridge run` cannot start as configured: a
+    listener's address is in use or not allowed, the TLS certificate or key is missing
+    or unreadable. `what` names the part (`SMTP listener 127.0.0.1:2525`, `smtp.tls_cert
+    /etc/...`); the CLI prints one line and exits 2, as for a bad config.
+    """
+
+    exit_code = 2
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        self.problem = problem
+        super().__init__(f"{what}: {problem}")
+
+    @classmethod
+    def listener(cls, kind: str, host: str, port: int, key: str, exc: OSError) -> StartupError:
+        """A listener (`kind` SMTP, LMTP or web) that could not bind `host:port`."""
+        import errno
+        import socket
+
+        if isinstance(exc, socket.gaierror):
+            problem = f"unknown host {host!r} ({exc.strerror})"
+        elif exc.errno == errno.EADDRINUSE:
+            problem = "address already in use (another process holds the port)"
+        elif exc.errno == errno.EACCES:
+            problem = "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            problem = "no such address on this machine"
+        else:
+            problem = exc.strerror or str(exc)
+        return cls(f"cannot listen for {kind} on {host}:{port} ({key})", problem)
+
+
+class OutputError(BridgeError):
+    """Raised by the CLI commands that write a file (`export -o`, `raw -o`, `digest preview
+    --html`) when it cannot be opened for writing."""
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        self.path = path
+        super().__init__(f"{path}: cannot write: {exc.strerror or exc}")
 
 
 class StoreUnavailable(BridgeError):

@@ -27,6 +27,10 @@ from bridge.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
 
+# A large message comes as a function reading it from the file it was received
+# into: it is read in the thread that prepares it, so the bytes are in memory
+# only from then until it is stored.
+Load = Callable[[], RawMessage]
 OnStored = Callable[[pipeline.Prepared, pipeline.Outcome], None]
 _Waiter = tuple[pipeline.Prepared, "asyncio.Future[pipeline.Outcome]"]
 
@@ -52,6 +56,10 @@ class GroupCommit:
         self.max_wait = max_wait
         self.on_stored = on_stored
         self._pool = ThreadPoolExecutor(prepare_threads, thread_name_prefix="prepare")
+        # Large messages are prepared one at a time on their own thread: parsing
+        # takes several times a message's size, and under the GIL a second one at
+        # once gains little; small messages never queue behind them.
+        self._large_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare-large")
         self._queue: asyncio.Queue[_Waiter | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
@@ -68,19 +76,22 @@ class GroupCommit:
             exc = task.exception()
             log.error("the group committer stopped: %s", exc, exc_info=exc)
 
-    async def submit(self, raw: RawMessage) -> pipeline.Outcome:
+    async def submit(self, raw: RawMessage | Load) -> pipeline.Outcome:
         """Prepare and store `raw`; returns once it is committed (or raises)."""
         if self._task is None or self._task.done():
             raise RuntimeError("the group committer is not running")
         loop = asyncio.get_running_loop()
-        prepared = await loop.run_in_executor(self._pool, self.prepare, raw)
+        pool = self._pool if isinstance(raw, RawMessage) else self._large_pool
+        prepared = await loop.run_in_executor(pool, self.prepare, raw)
         future: asyncio.Future[pipeline.Outcome] = loop.create_future()
         self._queue.put_nowait((prepared, future))
         # shield: a client hanging up mid-commit must not cancel the commit for others
         return await asyncio.shield(future)
 
-    def prepare(self, raw: RawMessage) -> pipeline.Prepared:
+    def prepare(self, raw: RawMessage | Load) -> pipeline.Prepared:
         """`pipeline.prepare` with the current rules and limits: safe from any thread."""
+        if not isinstance(raw, RawMessage):
+            raw = raw()
         return pipeline.prepare(raw, self.compressor, limits=self.limits(), rules=self.rules())
 
     async def close(self) -> None:
@@ -89,6 +100,7 @@ class GroupCommit:
             self._queue.put_nowait(None)
             await self._task
         self._pool.shutdown(wait=True)
+        self._large_pool.shutdown(wait=True)
 
     async def _run(self) -> None:
         stopping = False

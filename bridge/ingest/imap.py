@@ -181,6 +181,7 @@ async def run_account(
     status: AccountStatus,
     stop: asyncio.Event,
     backoff_max: float = 300.0,
+    login_backoff: tuple[float, float] = (300.0, 3600.0),
 ) -> None:
     """Run one account's worker thread until `stop` is set; returns once it has finished.
 
@@ -188,7 +189,7 @@ async def run_account(
     StoreRunner open) until this returns.
     """
     loop = asyncio.get_running_loop()
-    worker = ImapWorker(account, store, status, backoff_max)
+    worker = ImapWorker(account, store, status, backoff_max, login_backoff=login_backoff)
     halt = threading.Event()
     finished: asyncio.Future[Any] = loop.create_future()
 
@@ -223,7 +224,14 @@ async def run_imap(
     """Every configured account, each in its own thread, until `stop` is set."""
     await asyncio.gather(
         *(
-            run_account(account, store, status.account(account.name), stop, config.backoff_max)
+            run_account(
+                account,
+                store,
+                status.account(account.name),
+                stop,
+                config.backoff_max,
+                (config.login_backoff, config.login_backoff_max),
+            )
             for account in config.accounts
         )
     )

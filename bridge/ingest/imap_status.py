@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 # Account states, in the order a healthy worker goes through them.
@@ -18,6 +18,7 @@ SYNCING = "syncing"
 IDLE = "idle"  # IMAP IDLE: waiting for the server to announce mail
 POLLING = "polling"  # no IDLE: waiting for the next poll
 ERROR = "error"  # the last attempt failed; retrying after a backoff
+LOGIN_REFUSED = "login-refused"  # error_kind: the server refused the credentials
 STOPPED = "stopped"
 STATES = (STARTING, CONNECTING, SYNCING, IDLE, POLLING, ERROR, STOPPED)
 
@@ -47,6 +48,9 @@ class AccountStatus:
     last_error_at: datetime | None = None
     last_sync: datetime | None = None
     reconnects: int = 0
+    failures: int = 0  # attempts failed in a row
+    error_kind: str | None = None  # LOGIN_REFUSED, or None for any other failure
+    retry_at: datetime | None = None  # when the next attempt is due, while in error
     folders: dict[str, FolderStatus] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -56,13 +60,24 @@ class AccountStatus:
             if connected is not None:
                 self.connected = connected
 
-    def failed(self, error: str) -> None:
+    def failed(self, error: str, kind: str | None = None, retry_in: float | None = None) -> None:
         with self._lock:
+            now = _now()
             self.state = ERROR
             self.connected = False
             self.last_error = error
-            self.last_error_at = _now()
+            self.last_error_at = now
             self.reconnects += 1
+            self.failures += 1
+            self.error_kind = kind
+            self.retry_at = now + timedelta(seconds=retry_in) if retry_in is not None else None
+
+    def logged_in(self) -> None:
+        """The server accepted the login: the failures in a row are over."""
+        with self._lock:
+            self.failures = 0
+            self.error_kind = None
+            self.retry_at = None
 
     def folder(self, name: str) -> FolderStatus:
         with self._lock:
@@ -74,12 +89,13 @@ class AccountStatus:
             for key, value in values.items():
                 setattr(status, key, value)
 
-    def stored(self, name: str, count: int, last_uid: int) -> None:
+    def stored(self, name: str, count: int, last_uid: int, handled: int | None = None) -> None:
+        """`count` copies stored, of `handled` UIDs done with (those expunged meanwhile too)."""
         with self._lock:
             status = self.folders.setdefault(name, FolderStatus())
             status.stored += count
             status.last_uid = last_uid
-            status.pending = max(0, status.pending - count)
+            status.pending = max(0, status.pending - (count if handled is None else handled))
 
     def synced(self, name: str) -> None:
         with self._lock:
@@ -111,6 +127,9 @@ class AccountStatus:
                 "lag_messages": sum(f.pending for f in self.folders.values()),
                 "lag_seconds": lag_seconds,
                 "reconnects": self.reconnects,
+                "failures": self.failures,
+                "error_kind": self.error_kind,
+                "retry_at": _iso(self.retry_at),
                 "folders": {
                     name: {
                         "uidvalidity": f.uidvalidity,

@@ -121,7 +121,9 @@ class FolderSync:
 
     def _batch(self, folder: str, uidvalidity: int, batch: list[int]) -> int:
         name = self.account.name
-        # Some may have been expunged since SEARCH: they are simply absent.
+        # Some may have been expunged since SEARCH (a person, another client):
+        # the server leaves them out. They are gone for good (UIDs are never
+        # reused), so the checkpoint moves past them all the same.
         fetched = self.client.fetch(batch, ["BODY.PEEK[]"])
         raws: list[RawMessage] = []
         uids: list[int] = []
@@ -140,7 +142,16 @@ class FolderSync:
             raws.append(RawMessage(bytes(body), provenance))
             uids.append(uid)
         self.store.store(raws, Checkpoint(name, folder, uidvalidity, batch[-1]))
-        self.status.stored(folder, len(raws), batch[-1])
+        self.status.stored(folder, len(raws), batch[-1], handled=len(batch))
+        if len(uids) < len(batch):
+            gone = sorted(set(batch) - set(uids))
+            log.info(
+                "imap %s/%s: %d expunged before they were fetched (UIDs %s): skipped",
+                name,
+                folder,
+                len(gone),
+                ",".join(map(str, gone[:20])) + (",..." if len(gone) > 20 else ""),
+            )
         if uids:
             self.after_action(uids)
         return len(raws)

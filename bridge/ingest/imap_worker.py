@@ -3,7 +3,10 @@
 imapclient is synchronous, so each account gets a thread of its own; a
 failure of any kind (refused login, dead or hung server, database error)
 is logged in one line, shown in the account's status, and retried after an
-exponential backoff. Nothing in one account's thread touches another's.
+exponential backoff. A login the server refuses is retried far more slowly
+(a directory that locks an account after a few failures must not see them),
+or at once when the password changes. Nothing in one account's thread
+touches another's.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import time
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
 
 from bridge.config import ImapAccount, read_secret
 from bridge.ingest.imap_status import (
     CONNECTING,
     ERROR,
     IDLE,
+    LOGIN_REFUSED,
     POLLING,
     STOPPED,
     SYNCING,
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 1.0
 IDLE_CHECK = 0.5  # seconds between looks at the stop flag while idling
+PASSWORD_CHECK = 0.5  # seconds between looks for a new password after a refused login
 
 
 def read_password(account: ImapAccount) -> str:
@@ -42,7 +48,7 @@ def read_password(account: ImapAccount) -> str:
     return read_secret(account.password_env, account.password_file)
 
 
-def connect(account: ImapAccount) -> IMAPClient:
+def connect(account: ImapAccount, password: str | None = None) -> IMAPClient:
     """A logged-in client; every socket operation has a timeout."""
     timeout = _timeout(account)
     context = ssl.create_default_context(cafile=account.ca_file or None)
@@ -56,7 +62,7 @@ def connect(account: ImapAccount) -> IMAPClient:
     try:
         if account.tls == "starttls":
             client.starttls(context)
-        client.login(account.username, read_password(account))
+        client.login(account.username, read_password(account) if password is None else password)
     except BaseException:
         _close(client)
         raise
@@ -74,6 +80,18 @@ def _close(client: IMAPClient) -> None:
         client.shutdown()
 
 
+def refused_login(exc: BaseException) -> bool:
+    """The server said no to the credentials, not "try later" (RFC 5530 UNAVAILABLE)."""
+    return isinstance(exc, LoginError) and "UNAVAILABLE" not in str(exc).upper()
+
+
+def _password_or_none(account: ImapAccount) -> str | None:
+    try:
+        return read_password(account)
+    except Exception:  # unset variable, missing file: `connect` reports it
+        return None
+
+
 def describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
@@ -88,30 +106,56 @@ class ImapWorker:
         store: ImapStore,
         status: AccountStatus | None = None,
         backoff_max: float = 300.0,
+        *,
+        login_backoff: tuple[float, float] = (300.0, 3600.0),
     ) -> None:
         self.account = account
         self.store = store
         self.status = status or AccountStatus(account.name)
         self.backoff_max = backoff_max
+        self.login_backoff = login_backoff  # (first wait, longest wait) after a refused login
         self._client: IMAPClient | None = None
         self._finished: set[str] = set()  # folders whose left-over after-actions are done
         self._synced = False  # a full pass succeeded on the current connection
 
     def run(self, stop: threading.Event) -> None:
         delay = BACKOFF_START
+        login_delay, login_delay_max = self.login_backoff
+        refused = False  # the last login was refused: until one succeeds, retry slowly
         while not stop.is_set():
             if self.status.state != ERROR:  # an account in error stays so until it works
                 self.status.set_state(CONNECTING, connected=False)
             self._synced = False
+            password = _password_or_none(self.account)
+            logged_in = False
             try:
-                self._client = connect(self.account)
+                self._client = connect(self.account, password)
+                logged_in = True
+                refused, login_delay = False, self.login_backoff[0]
+                self.status.logged_in()
                 self._serve(self._client, stop)
             except Exception as exc:  # a worker outlives anything the server or store does
                 if stop.is_set():
                     break
                 if self._synced:  # it worked for a while: a new outage starts the backoff again
                     delay = BACKOFF_START
-                self.status.failed(describe(exc))
+                if refused_login(exc) or (refused and not logged_in):
+                    # After a refusal, servers answer the next logins slowly (Dovecot's
+                    # auth penalty) and a read may time out: still not a time to hurry.
+                    refused = True
+                    self.status.failed(describe(exc), LOGIN_REFUSED, login_delay)
+                    log.error(
+                        "imap %s: the server refused the login of %s (%s); next attempt in "
+                        "%.0fs, or as soon as the password changes",
+                        self.account.name,
+                        self.account.username,
+                        describe(exc),
+                        login_delay,
+                    )
+                    self._wait_for_password(stop, login_delay, password)
+                    login_delay = min(login_delay * 2, max(login_delay_max, login_delay))
+                    continue
+                self.status.failed(describe(exc), retry_in=delay)
                 log.warning(
                     "imap %s: %s; reconnecting in %.0fs", self.account.name, describe(exc), delay
                 )
@@ -122,6 +166,20 @@ class ImapWorker:
                 if client is not None:
                     _close(client)
         self.status.set_state(STOPPED, connected=False)
+
+    def _wait_for_password(
+        self, stop: threading.Event, seconds: float, refused: str | None
+    ) -> None:
+        """Wait `seconds`, or less if the password is no longer the one refused."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            stop.wait(min(PASSWORD_CHECK, remaining))
+            if _password_or_none(self.account) != refused:
+                log.info("imap %s: the password changed: trying it now", self.account.name)
+                return
 
     def interrupt(self) -> None:
         """Break a blocking read (shutdown): the thread notices `stop` right after."""

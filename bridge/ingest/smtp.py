@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from bridge.config import SmtpConfig
 from bridge.core.message import Provenance, RawMessage
+from bridge.ingest import spool
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,12 @@ LINE_TOO_LONG = "500 5.5.2 Line too long"
 _DATA_REFUSALS = {
     "500 Line too long (see RFC5321 4.5.3.1.6)": LINE_TOO_LONG,
     "552 Error: Too much mail data": TOO_BIG,
+    spool.NO_ROOM: NO_ROOM,
 }
 
-Deliver = Callable[[RawMessage], Awaitable[object]]
+# A large message is handed over as a function that reads it from its spool
+# file: the pipeline calls it in the thread that prepares the message.
+Deliver = Callable[[RawMessage | Callable[[], RawMessage]], Awaitable[object]]
 Settings = Callable[[], SmtpConfig]
 
 LONGEST_LINE = 256 * 1024
@@ -79,11 +83,19 @@ class BridgeHandler:
     domains for the next RCPT without dropping any session.
     """
 
-    def __init__(self, deliver: Deliver, settings: Settings, listener: str, protocol: str) -> None:
+    def __init__(
+        self,
+        deliver: Deliver,
+        settings: Settings,
+        listener: str,
+        protocol: str,
+        spill_dir: str = "",
+    ) -> None:
         self.deliver = deliver
         self.settings = settings
         self.listener = listener
         self.protocol = protocol
+        self.spill_dir = spill_dir  # where large messages spill when [smtp] spill_dir is empty
 
     def accepts(self, address: str) -> bool:
         domains = tuple(d.lower() for d in self.settings().domains)
@@ -135,23 +147,26 @@ class BridgeHandler:
         return reply
 
     async def _store(self, session: Session, envelope: Envelope) -> str:
-        data: Any = envelope.original_content or envelope.content or b""
-        if isinstance(data, str):
-            data = data.encode("utf-8", "surrogateescape")
         key = f"{self.protocol}:{uuid.uuid4().hex}"  # a queue id: each accepted copy is a delivery
-        raw = RawMessage(
-            data,
-            Provenance(
-                self.protocol,
-                self.listener,
-                ",".join(envelope.rcpt_tos),
-                key,
-                envelope.mail_from,
-                tuple(envelope.rcpt_tos),
-            ),
+        provenance = Provenance(
+            self.protocol,
+            self.listener,
+            ",".join(envelope.rcpt_tos),
+            key,
+            envelope.mail_from,
+            tuple(envelope.rcpt_tos),
         )
+        spooled = getattr(envelope, "spool", None)
+        message: RawMessage | Callable[[], RawMessage]
+        if isinstance(spooled, spool.Spool) and spooled.spilled:
+            message = lambda: RawMessage(spooled.read(), provenance)  # noqa: E731
+        else:
+            data: Any = envelope.original_content or envelope.content or b""
+            if isinstance(data, str):
+                data = data.encode("utf-8", "surrogateescape")
+            message = RawMessage(data, provenance)
         try:
-            await self.deliver(raw)
+            await self.deliver(message)
         except Exception as exc:
             # The committer logged details with the Message-ID; the client retries.
             log.warning(
@@ -248,6 +263,14 @@ class ConnectionGuard:
             await asyncio.sleep(0.02)
 
 
+class SpooledEnvelope(Envelope):
+    """aiosmtpd's envelope, with the spool its message body is received into."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spool: spool.Spool | None = None
+
+
 class GuardedSMTP(SMTP):
     """aiosmtpd's SMTP with connection caps, a total session time limit and DATA tracking."""
 
@@ -261,6 +284,7 @@ class GuardedSMTP(SMTP):
         self, handler: BridgeHandler, *, guard: ConnectionGuard, session_timeout: float, **kw: Any
     ) -> None:
         super().__init__(handler, **kw)
+        self.handler = handler
         self.settings = handler.settings
         self.guard = guard
         self.session_timeout = session_timeout
@@ -389,11 +413,60 @@ class GuardedSMTP(SMTP):
             return
         self.busy = True
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             self.busy = False
             if size:
                 self.guard.give_back(size)
+
+    def _create_envelope(self) -> SpooledEnvelope:
+        return SpooledEnvelope()
+
+    async def _data(self, arg: str) -> None:
+        """aiosmtpd's DATA, receiving into a `Spool`: past `[smtp] spill_bytes` the body
+        goes to a temporary file, not RAM; the file is closed whatever happens.
+
+        aiosmtpd keeps a body as a list of lines in memory, then joins them (about
+        three times its size), and has no hook to stream it: this follows its
+        1.4 `smtp_DATA` step for step, on its private `_reader`,
+        `_call_handler_hook` and `_set_post_data_state` (aiosmtpd is pinned <2).
+        """
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.envelope
+        assert isinstance(envelope, SpooledEnvelope)
+        if not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        settings = self.settings()
+        body = spool.Spool(settings.spill_bytes, settings.spill_dir or self.handler.spill_dir)
+        try:
+            try:
+                refusal = await spool.receive(self._reader, body, self.data_size_limit)
+            except asyncio.CancelledError:
+                log.info("%s connection from %s lost during DATA", self.protocol, self._client)
+                self._writer.close()
+                raise
+            if refusal is not None:
+                await self.push(refusal)
+                self._set_post_data_state()
+                return
+            if body.spilled:
+                log.debug(
+                    "%s DATA from %s: %d bytes spilled", self.protocol, self._client, body.size
+                )
+                envelope.spool = body
+            else:
+                envelope.content = envelope.original_content = body.read()
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push("250 OK" if status is MISSING else status)
+        finally:
+            body.close()
 
 
 class GuardedLMTP(GuardedSMTP, LMTP):

@@ -58,6 +58,11 @@ class Scheduler:
         self.runs = 0
         self.digest_runs = 0
         self._skipped_after: int | None = None  # unsubscribe mails read so far
+        if not log.isEnabledFor(logging.DEBUG):
+            # APScheduler logs every run of every job at INFO ("Running job",
+            # "executed successfully"): routine. From WARNING up (a missed run,
+            # a job that raised) it is kept; --debug shows it all.
+            logging.getLogger("apscheduler").setLevel(logging.WARNING)
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_job(
             self._maintenance,
@@ -104,6 +109,7 @@ class Scheduler:
     async def run_digests(self) -> None:
         """Claim and enqueue the digests that are due (the outbox job sends them)."""
         from bridge.outbound.digest_run import run_async
+        from bridge.outbound.digests import QUEUED
 
         assert self.config is not None
         try:
@@ -114,8 +120,15 @@ class Scheduler:
             self.digest_runs += 1
             for address in report.unsubscribed:
                 log.info("digests for %r turned off by an unsubscribe mail", address)
-            if report.due:
-                log.info("digests: %s due, %s", report.due, report.counts)
+            # INFO only when mail went out (or failed, below); a run with
+            # nothing to send, or only empty digests, is routine.
+            queued = report.counts.get(QUEUED, 0)
+            log.log(
+                logging.INFO if queued else logging.DEBUG,
+                "digests: %s due, %s",
+                report.due,
+                report.counts,
+            )
             for address, reason in report.failures:
                 log.warning("digest for %r not sent: %s", address, reason)
         except Exception:  # a job failure is logged, the daemon goes on
@@ -152,10 +165,12 @@ class Scheduler:
                     log.warning("quarantined copy %d: not postponed (%s)", ident, exc)
             result = reason or outcome.value
             tally[result] = tally.get(result, 0) + 1
-        if due:
-            log.info(
-                "quarantine retry: %s", ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
-            )
+        # Copies stored or failing again are news; a run with none due is routine.
+        log.log(
+            logging.INFO if due else logging.DEBUG,
+            "quarantine retry: %s",
+            ", ".join(f"{k} {v}" for k, v in sorted(tally.items())) or "none due",
+        )
         return tally
 
     async def _send_mail(self) -> None:
@@ -170,6 +185,7 @@ class Scheduler:
         try:
             await self.store.write(maintain)
             self.runs += 1
+            log.debug("store maintenance done")
         except Exception:  # a job failure is logged, the daemon goes on
             log.exception("store maintenance failed")
 

@@ -34,8 +34,24 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(**{_SQLITE_BEGIN: "IMMEDIATE"})
 
 
-def make_engine(url: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0) -> Engine:
+def shown_url(url: str) -> str:
+    """`url` as people read it: no password, no driver, a SQLite file's absolute path too."""
+    parsed = make_url(normalize_url(url))
+    shown = parsed.render_as_string(hide_password=True).replace("+psycopg", "", 1)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database or "")
+        if not path.is_absolute():
+            shown += f" ({Path.cwd() / path})"
+    return shown
+
+
+def make_engine(
+    url: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0, create: bool = True
+) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys.
+
+    With `create` False a SQLite file that does not exist is not created
+    (nor its folders): `DatabaseMissing` is raised instead.
 
     `synchronous` is SQLite's: NORMAL is durable at each checkpoint of a WAL
     database and safe against corruption; FULL makes every commit durable,
@@ -47,12 +63,40 @@ def make_engine(url: str, *, synchronous: str = "NORMAL", busy_timeout: float = 
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
+        if database and database != ":memory:" and not create and not Path(database).exists():
+            from bridge.errors import DatabaseMissing
+
+            raise DatabaseMissing(shown_url(url))
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_file(url, Path(database))
         engine = create_engine(url, connect_args={"timeout": busy_timeout})
         _sqlite_pragmas(engine, synchronous, busy_timeout)
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args=_pg_connect_args(busy_timeout))
+
+
+def _sqlite_file(url: str, path: Path) -> None:
+    """Make the database's folder and check that the file opens, or say why not."""
+    import sqlite3
+
+    from bridge.errors import DatabaseUnusable
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise DatabaseUnusable(
+            shown_url(url), f"cannot create the folder {path.parent}: a file is in the way"
+        ) from None
+    except OSError as exc:
+        raise DatabaseUnusable(
+            shown_url(url), f"cannot create the folder {path.parent}: {exc.strerror}"
+        ) from None
+    if path.is_dir():
+        raise DatabaseUnusable(shown_url(url), "is a folder, not a database file")
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise DatabaseUnusable(shown_url(url), f"cannot open the file: {exc}") from None
 
 
 def _pg_connect_args(busy_timeout: float) -> dict[str, Any]:

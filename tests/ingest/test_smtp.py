@@ -405,8 +405,10 @@ async def test_healthz_and_metrics(make_daemon: MakeDaemon) -> None:
 
 
 async def test_healthz_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
-    (tmp_path / "db").mkdir()  # a directory where the database file should be
     store = StoreRunner(make_engine(f"sqlite:///{tmp_path}/db"))
+    # Then the file goes and a directory takes its place: the store is unreachable.
+    (tmp_path / "db").unlink(missing_ok=True)
+    (tmp_path / "db").mkdir()
     app = make_app(store, Metrics(), lambda: {"imap:a": {"state": "error", "ok": False}})
     runner = aiohttp.web.AppRunner(app)
     await runner.setup()
