@@ -113,6 +113,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
     from bridge.access_cli import audit_reader, reader
+    from bridge.core.snippets import PLAIN_MARK, split_marks
     from bridge.search import search
 
     viewer = reader(args.as_address, config) if args.as_address else None
@@ -122,17 +123,19 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
         if viewer is not None:
             audit_reader(session, viewer, "search.as", query)
         if args.json:
-            from bridge.core.snippets import PLAIN_MARK, split_marks
-
-            results = search(
-                session,
-                query,
-                limit=args.limit,
-                offset=args.offset,
-                viewer=viewer,
-                mark=PLAIN_MARK,
-                escape=False,
-            )
+            mark = PLAIN_MARK
+        else:
+            mark = ("\x1b[1m", "\x1b[0m") if sys.stdout.isatty() else ("[", "]")
+        results = search(
+            session,
+            query,
+            limit=args.limit,
+            offset=args.offset,
+            viewer=viewer,
+            mark=mark,
+            escape=False,
+        )
+        if args.json:
             snippets = [split_marks(hit.snippet) for hit in results.hits]
             write_json(
                 sys.stdout,
@@ -159,16 +162,6 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
                 },
             )
             return 0
-        bold = ("\x1b[1m", "\x1b[0m") if sys.stdout.isatty() else ("[", "]")
-        results = search(
-            session,
-            query,
-            limit=args.limit,
-            offset=args.offset,
-            viewer=viewer,
-            mark=bold,
-            escape=False,
-        )
     for hint in results.hints:
         sys.stderr.write(f"hint: {hint}\n")
     zone = ZoneInfo(config.web.default_timezone)

@@ -234,6 +234,25 @@ class Dovecot:
             raise RuntimeError(f"doveadm {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
+    def message_ids(
+        self, user: str, password: str, folder: str, criteria: str | list[str] = "ALL"
+    ) -> set[str]:
+        """The Message-IDs (without <>) of `folder`'s messages matching `criteria`."""
+        from imapclient import IMAPClient
+
+        with IMAPClient(self.host, self.port, ssl=False, timeout=10) as imap:
+            imap.login(user, password)
+            if not imap.folder_exists(folder):
+                return set()
+            imap.select_folder(folder, readonly=True)
+            uids = imap.search(criteria)
+            found = imap.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
+        ids = set()
+        for data in found.values():
+            header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip()
+            ids.add(header.split("<", 1)[1].rstrip(">"))
+        return ids
+
     def log(self) -> str:
         path = self.root / "dovecot.log"
         return path.read_text(errors="replace") if path.exists() else ""

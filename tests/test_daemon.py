@@ -316,20 +316,7 @@ def _imap_account(server: Dovecot, user: str, **extra: object) -> str:
 
 
 def _folder_ids(server: Dovecot, user: str, folder: str) -> set[str]:
-    from imapclient import IMAPClient
-
-    with IMAPClient(server.host, server.port, ssl=False, timeout=10) as imap:
-        imap.login(user, f"{user}-pw")
-        if not imap.folder_exists(folder):
-            return set()
-        imap.select_folder(folder, readonly=True)
-        uids = imap.search("ALL")
-        found = imap.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
-    ids = set()
-    for data in found.values():
-        header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip()
-        ids.add(header.split("<", 1)[1].rstrip(">"))
-    return ids
+    return server.message_ids(user, f"{user}-pw", folder)
 
 
 def test_kill_9_during_imap_ingest_and_sighup_adds_an_account(

@@ -67,18 +67,7 @@ def left_on_server(server: Dovecot, action: str) -> set[str]:
 
 
 def _ids(server: Dovecot, folder: str, criteria: list[str]) -> set[str]:
-    with IMAPClient(server.host, server.port, ssl=False, timeout=10) as imap:
-        imap.login("alice", "alice-pw")
-        if not imap.folder_exists(folder):
-            return set()
-        imap.select_folder(folder, readonly=True)
-        uids = imap.search(criteria)
-        found = imap.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
-    ids = set()
-    for data in found.values():
-        header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip()
-        ids.add(header.split("<", 1)[1].rstrip(">"))
-    return ids
+    return server.message_ids("alice", "alice-pw", folder, criteria)
 
 
 @pytest.mark.parametrize("action", ["move", "seen"])

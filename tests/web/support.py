@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import Config, parse_config
 from bridge.core.access import Viewer, viewer_for
 from bridge.ingest.files import run_import
 from bridge.store.runner import StoreRunner
+from bridge.store.tables import Message
 from bridge.web.app import make_app
 from bridge.web.auth_store import create_session
 from bridge.web.keys import SIGNER, STORE
@@ -86,3 +87,14 @@ def sign_in(app: web.Application, address: str) -> dict[str, str]:
     with Session(engine) as session, session.begin():
         raw = create_session(session, address, "link", datetime.now(UTC), 1)
     return {"Cookie": f"{SESSION_COOKIE}={app[SIGNER].sign('session', raw)}"}
+
+
+def thread_id(engine: Engine, subject_start: str) -> int:
+    """The thread of the oldest message whose subject starts with `subject_start`."""
+    with Session(engine) as session:
+        return session.execute(
+            select(Message.thread_id)
+            .where(Message.subject.startswith(subject_start))
+            .order_by(Message.sort_date)
+            .limit(1)
+        ).scalar_one()

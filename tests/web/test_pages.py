@@ -19,7 +19,7 @@ from bridge.store import browse
 from bridge.store.access import visible_messages
 from bridge.store.tables import Message, Thread, ThreadRedirect
 from bridge.web.keys import CONFIG
-from tests.web.support import ENRON, LKML, imported, sign_in, viewer_app, viewer_of
+from tests.web.support import ENRON, LKML, imported, sign_in, thread_id, viewer_app, viewer_of
 
 GHOST = LKML.parent / "ghost-root"
 Client = TestClient[web.Request, web.Application]
@@ -31,16 +31,6 @@ async def site(sqlite_engine: Engine, aiohttp_client: ClientMaker) -> tuple[Clie
     config = imported(sqlite_engine, [ENRON, LKML, GHOST])
     app = viewer_app(sqlite_engine, config)
     return await aiohttp_client(app), sqlite_engine
-
-
-def thread_id(engine: Engine, subject_start: str) -> int:
-    with Session(engine) as session:
-        return session.execute(
-            select(Message.thread_id)
-            .where(Message.subject.startswith(subject_start))
-            .order_by(Message.sort_date)
-            .limit(1)
-        ).scalar_one()
 
 
 async def get(client: Client, path: str, who: str | None, **headers: str) -> tuple[int, str]:

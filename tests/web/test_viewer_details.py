@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from bridge.store.tables import Message, Person, Thread
 from bridge.web.context import browser_zone
 from tests.conftest import DATA
-from tests.web.support import CONFIG, ENRON, LKML, imported, sign_in, viewer_app
+from tests.web.support import CONFIG, ENRON, LKML, imported, sign_in, thread_id, viewer_app
 
 Client = TestClient[web.Request, web.Application]
 ClientMaker = Callable[[web.Application], Awaitable[Client]]
@@ -51,16 +51,6 @@ async def site(sqlite_engine: Engine, aiohttp_client: ClientMaker) -> tuple[Clie
     config = imported(sqlite_engine, [ENRON, LKML, VIEWER_MAIL], VIEWER_CONFIG)
     app = viewer_app(sqlite_engine, config)
     return await aiohttp_client(app), sqlite_engine
-
-
-def thread_id(engine: Engine, subject_start: str) -> int:
-    with Session(engine) as session:
-        return session.execute(
-            select(Message.thread_id)
-            .where(Message.subject.startswith(subject_start))
-            .order_by(Message.sort_date)
-            .limit(1)
-        ).scalar_one()
 
 
 async def page(client: Client, path: str, who: str, cookies: str = "") -> str:
