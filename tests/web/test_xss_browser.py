@@ -15,8 +15,10 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 from aiohttp import ClientSession
@@ -25,7 +27,11 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bridge.store.tables import Attachment, Message, Person, Thread
+from bridge.core.loops import ORIGIN_HEADER
+from bridge.core.parse import ParseLimits
+from bridge.ingest.files import run_import
+from bridge.outbound import outbox
+from bridge.store.tables import Attachment, Message, Person, Quarantined, Thread
 from tests.conftest import DATA
 from tests.web.support import SESSION_COOKIE, imported, sign_in, viewer_app
 
@@ -33,6 +39,7 @@ READER = "reader@corp.example"
 XSS_CONFIG = """
 [web]
 cookie_secure = false
+admins = ["admin@corp.example"]
 
 [[spaces]]
 slug = "lab"
@@ -375,6 +382,66 @@ async def test_headers_from_the_corpus_are_escaped(browser: Browser, site: Site)
         assert texts[0][:20] in await page.title()
     await visit(page, f"{site.origin}/p/ew@evil.example", watch)
     assert "<script>window.__pwned('ew-1')</script>" in await page.inner_text("body")
+    await context.close()
+
+
+PAYLOAD = "<img src=x onerror=__pwned('{0}')><script>__pwned('{0}')</script>"
+
+
+def admin_cases(site: Site, folder: Path) -> None:
+    """Quarantine, an id collision and a failed outbound mail, each carrying payloads."""
+    folder.mkdir()
+    for source in sorted((DATA / "xss").glob("*.eml"))[:12]:
+        (folder / f"{source.stem}<svg onload=__pwned('path')>.eml").write_bytes(source.read_bytes())
+    # Parsed under tight limits, every one of them is held with its bytes and the reason.
+    held = run_import(site.engine, [str(folder)], workers=1, limits=ParseLimits(max_bytes=200))
+    assert held.tally.outcomes["quarantined"] == 12
+    # Another text under a stored Message-ID: an id collision, shown on its admin page.
+    twin = (
+        (DATA / "xss" / "01-script-tag.eml")
+        .read_bytes()
+        .replace(b"xylophone payload message", PAYLOAD.format("collision").encode())
+    )
+    (folder / "twin.eml").write_bytes(twin)
+    (folder / "twin.eml").rename(folder.parent / "twin.eml")
+    run_import(site.engine, [str(folder.parent / "twin.eml")], workers=1)
+    subject = PAYLOAD.format("outbox-subject")
+    data = (
+        f"{ORIGIN_HEADER}: bridge.example.com\r\nMessage-ID: <x@bridge.example.com>\r\n"
+        f"Subject: {subject}\r\n\r\nbody\r\n"
+    ).encode()
+    now = datetime.now(UTC)
+    with Session(site.engine) as session, session.begin():
+        outbox.enqueue(session, data, recipients=["x@corp.example"], now=now)
+    with Session(site.engine) as session, session.begin():
+        [item] = outbox.claim(session, now)
+        outbox.mark_failed(session, item, "550 " + PAYLOAD.format("outbox-reason"))
+
+
+async def test_admin_pages_and_reflected_input_run_no_script(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    """What admins read (quarantine, collisions, failed mail) and what a URL reflects."""
+    admin_cases(site, tmp_path / "held")
+    header = sign_in(site.server.app, "admin@corp.example")["Cookie"]
+    admin = Site(site.server, site.engine, header.split("=", 1)[1])
+    watch = Watch(site.origin)
+    context = await new_context(browser, admin)
+    page = await watched_page(context, watch)
+    with Session(site.engine) as session:
+        held = list(session.execute(select(Quarantined.id)).scalars())
+    pages = ["/admin", "/admin/quarantine", "/admin/collisions", "/admin/rules"]
+    pages += ["/admin/imap", "/admin/outbox"] + [f"/admin/quarantine/{i}" for i in held]
+    for reflected in ("search?q=", "search?page=2&q="):
+        pages.append("/" + reflected + quote(PAYLOAD.format("reflected") + '" onmouseover="x'))
+    for path in pages:
+        await visit(page, site.origin + path, watch)
+    body = await page.content()
+    assert "__pwned" in body  # the payload is on the page, as text
+    await visit(page, site.origin + "/admin/outbox", watch)
+    assert PAYLOAD.format("outbox-reason") in await page.inner_text("body")
+    await visit(page, site.origin + "/admin/collisions", watch)
+    assert "xss-01@evil.example" in await page.inner_text("body")
     await context.close()
 
 
