@@ -68,10 +68,16 @@ def viewer_of(config: Config, address: str) -> Viewer:
     return viewer_for(address, config.spaces, config.staff_domains)
 
 
-def viewer_app(engine: Engine, config: Config) -> web.Application:
-    """The viewer over the store at `engine`; the runner is closed with the app."""
+def viewer_app(
+    engine: Engine, config: Config, status: dict[str, dict[str, object]] | None = None
+) -> web.Application:
+    """The viewer over the store at `engine`; the runner is closed with the app.
+
+    `status` stands for what the daemon's sources report (IMAP accounts, say).
+    """
     store = StoreRunner(engine, read_threads=2)
-    app = make_app(store, Metrics(), lambda: {}, config=lambda: config)
+    live = status if status is not None else {}
+    app = make_app(store, Metrics(), lambda: live, config=lambda: config)
 
     async def close(app: web.Application) -> None:
         app[STORE]._readers.shutdown(wait=True)

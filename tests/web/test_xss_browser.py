@@ -31,7 +31,7 @@ from bridge.core.loops import ORIGIN_HEADER
 from bridge.core.parse import ParseLimits
 from bridge.ingest.files import run_import
 from bridge.outbound import outbox
-from bridge.store.tables import Attachment, Message, Person, Quarantined, Thread
+from bridge.store.tables import Attachment, ImapState, Message, Person, Quarantined, Thread
 from tests.conftest import DATA
 from tests.web.support import SESSION_COOKIE, imported, sign_in, viewer_app
 
@@ -120,6 +120,7 @@ class Site:
     server: TestServer
     engine: Engine
     cookie: str
+    status: dict[str, dict[str, object]] = field(default_factory=dict)  # sources' live state
 
     @property
     def origin(self) -> str:
@@ -129,12 +130,13 @@ class Site:
 @pytest.fixture
 async def site(sqlite_engine: Engine) -> AsyncIterator[Site]:
     config = imported(sqlite_engine, sorted((DATA / "xss").glob("*.eml")), XSS_CONFIG)
-    app = viewer_app(sqlite_engine, config)
+    status: dict[str, dict[str, object]] = {}
+    app = viewer_app(sqlite_engine, config, status)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     header = sign_in(app, READER)["Cookie"]
     try:
-        yield Site(server, sqlite_engine, header.split("=", 1)[1])
+        yield Site(server, sqlite_engine, header.split("=", 1)[1], status)
     finally:
         await server.close()
 
@@ -416,6 +418,17 @@ def admin_cases(site: Site, folder: Path) -> None:
     with Session(site.engine) as session, session.begin():
         [item] = outbox.claim(session, now)
         outbox.mark_failed(session, item, "550 " + PAYLOAD.format("outbox-reason"))
+        # A shared mailbox's folder name and an IMAP server's error text.
+        session.add(
+            ImapState(
+                account="sales",
+                folder="INBOX/" + PAYLOAD.format("imap-folder"),
+                uidvalidity=1,
+                last_uid=7,
+                updated_at=now,
+            )
+        )
+    site.status["imap:sales"] = {"state": "error", "error": PAYLOAD.format("imap-error")}
 
 
 async def test_admin_pages_and_reflected_input_run_no_script(
@@ -424,7 +437,7 @@ async def test_admin_pages_and_reflected_input_run_no_script(
     """What admins read (quarantine, collisions, failed mail) and what a URL reflects."""
     admin_cases(site, tmp_path / "held")
     header = sign_in(site.server.app, "admin@corp.example")["Cookie"]
-    admin = Site(site.server, site.engine, header.split("=", 1)[1])
+    admin = Site(site.server, site.engine, header.split("=", 1)[1], site.status)
     watch = Watch(site.origin)
     context = await new_context(browser, admin)
     page = await watched_page(context, watch)
@@ -440,6 +453,9 @@ async def test_admin_pages_and_reflected_input_run_no_script(
     assert "__pwned" in body  # the payload is on the page, as text
     await visit(page, site.origin + "/admin/outbox", watch)
     assert PAYLOAD.format("outbox-reason") in await page.inner_text("body")
+    await visit(page, site.origin + "/admin/imap", watch)
+    shown = await page.inner_text("body")
+    assert PAYLOAD.format("imap-error") in shown and PAYLOAD.format("imap-folder") in shown
     await visit(page, site.origin + "/admin/collisions", watch)
     assert "xss-01@evil.example" in await page.inner_text("body")
     await context.close()
