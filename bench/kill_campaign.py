@@ -52,8 +52,10 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.dovecot and tests.smtp_support
@@ -154,7 +156,7 @@ class Result:
 
 
 @contextlib.contextmanager
-def database(backend: str, path: str, workdir: Path, pg_url: str):  # type: ignore[no-untyped-def]
+def database(backend: str, path: str, workdir: Path, pg_url: str) -> Iterator[str]:
     """A fresh, migrated store URL for one campaign; a PostgreSQL database is dropped after."""
     if backend == "sqlite":
         url = f"sqlite:///{workdir}/bridge.db"
@@ -226,7 +228,7 @@ def stored_count(url: str) -> int:
 # -- SMTP and LMTP -----------------------------------------------------------
 
 
-def lmtp_send(sock_file, sock: socket.socket, data: bytes, rcpts: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+def lmtp_send(sock_file: BinaryIO, sock: socket.socket, data: bytes, rcpts: list[str]) -> list[str]:
     """One LMTP transaction; the recipients whose per-recipient reply after DATA was 250."""
 
     def reply() -> tuple[int, bytes]:
@@ -257,7 +259,7 @@ def lmtp_send(sock_file, sock: socket.socket, data: bytes, rcpts: list[str]) -> 
     return [r for r in accepted if reply()[0] == 250]
 
 
-def lmtp_connect(port: int) -> tuple[socket.socket, object]:
+def lmtp_connect(port: int) -> tuple[socket.socket, BinaryIO]:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock_file = sock.makefile("rb")
     line = sock_file.readline()
@@ -273,7 +275,9 @@ def lmtp_connect(port: int) -> tuple[socket.socket, object]:
     return sock, sock_file
 
 
-def smtp_campaign(path: str, backend: str, url: str, workdir: Path, args) -> Result:  # type: ignore[no-untyped-def]
+def smtp_campaign(
+    path: str, backend: str, url: str, workdir: Path, args: argparse.Namespace
+) -> Result:
     daemon = Daemon(workdir, url)
     counter = itertools.count()
     lock = threading.Lock()
@@ -358,7 +362,7 @@ def smtp_campaign(path: str, backend: str, url: str, workdir: Path, args) -> Res
 # -- IMAP --------------------------------------------------------------------
 
 
-def imap_campaign(backend: str, url: str, workdir: Path, args) -> Result:  # type: ignore[no-untyped-def]
+def imap_campaign(backend: str, url: str, workdir: Path, args: argparse.Namespace) -> Result:
     (workdir / "dovecot").mkdir()
     server = Dovecot(workdir / "dovecot")
     server.add_user("alice", "alice-pw")
@@ -390,7 +394,7 @@ def imap_campaign(backend: str, url: str, workdir: Path, args) -> Result:  # typ
             random.randint(k * span // args.kills + 1, (k + 1) * span // args.kills)
             for k in range(args.kills)
         ]
-        kills = 0
+        kills, at_kill = 0, []
         for point in points:
             daemon.start()
             deadline = time.monotonic() + 60
@@ -398,6 +402,7 @@ def imap_campaign(backend: str, url: str, workdir: Path, args) -> Result:  # typ
                 time.sleep(0.01)
             daemon.kill()
             kills += 1
+            at_kill.append(stored_count(url))  # < total: the kill landed mid-sync
         daemon.start()
 
         def left() -> set[str]:
@@ -430,7 +435,8 @@ def imap_campaign(backend: str, url: str, workdir: Path, args) -> Result:  # typ
         doubled,
         kills,
         duration,
-        f"kill points {points}; left on server {remaining}; final stop exit {status}",
+        f"stored at each kill {at_kill} of {total}; left on server {remaining}; "
+        f"final stop exit {status}",
     )
 
 
