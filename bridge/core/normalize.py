@@ -150,6 +150,27 @@ def _strip_prefixes(subject: str) -> tuple[str, bool, bool]:
     return text, reply, forward
 
 
+def strip_reply_prefixes(subject: str) -> tuple[tuple[str, ...], str]:
+    """(list tags, the rest) of a subject with its leading reply and forward prefixes
+    removed, wherever they stand among the tags: "RE: [Sales] AW: x" gives
+    (("[Sales]",), "x"). For the subject of a reply, which keeps the tags."""
+    text = subject
+    tags: list[str] = []
+    while True:
+        tag = _LIST_TAG.match(text)
+        if tag:
+            if tag.group(0).strip() not in tags:
+                tags.append(tag.group(0).strip())
+            text = text[tag.end() :]
+            continue
+        match = _REPLY_PREFIX.match(text) or _FORWARD_PREFIX.match(text)
+        if match:
+            text = text[match.end() :]
+            continue
+        break
+    return tuple(tags), text.strip()
+
+
 def normalize_subject(subject: str) -> str:
     """The subject without list tags and reply/forward prefixes, casefolded."""
     return _strip_prefixes(subject)[0].strip().casefold()
