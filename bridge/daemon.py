@@ -30,9 +30,9 @@ from sqlalchemy.engine import make_url
 
 from bridge import pipeline
 from bridge.config import Config, ListenerConfig, SmtpConfig, load_config
-from bridge.core.message import RawMessage
+from bridge.core.message import LoadRaw, RawMessage
 from bridge.errors import ConfigError, StartupError
-from bridge.group_commit import GroupCommit, Load
+from bridge.group_commit import GroupCommit
 from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
 from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
 from bridge.outbound.keys import signing_key
@@ -122,7 +122,7 @@ class Daemon:
 
     # -- delivery ---------------------------------------------------------------
 
-    async def deliver(self, raw: RawMessage | Load) -> pipeline.Outcome:
+    async def deliver(self, raw: RawMessage | LoadRaw) -> pipeline.Outcome:
         """Store one live message; returns once it is durable."""
         assert self.committer is not None, "start() first"
         return await self.committer.submit(raw)

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bridge import pipeline
-from bridge.core.message import RawMessage
+from bridge.core.message import LoadRaw, RawMessage
 from bridge.core.parse import ParseLimits
 from bridge.core.rules import RuleSet
 from bridge.store.blobs import Compressor
@@ -27,10 +27,6 @@ from bridge.store.runner import StoreRunner
 
 log = logging.getLogger(__name__)
 
-# A large message comes as a function reading it from the file it was received
-# into: it is read in the thread that prepares it, so the bytes are in memory
-# only from then until it is stored.
-Load = Callable[[], RawMessage]
 OnStored = Callable[[pipeline.Prepared, pipeline.Outcome], None]
 _Waiter = tuple[pipeline.Prepared, "asyncio.Future[pipeline.Outcome]"]
 
@@ -76,7 +72,7 @@ class GroupCommit:
             exc = task.exception()
             log.error("the group committer stopped: %s", exc, exc_info=exc)
 
-    async def submit(self, raw: RawMessage | Load) -> pipeline.Outcome:
+    async def submit(self, raw: RawMessage | LoadRaw) -> pipeline.Outcome:
         """Prepare and store `raw`; returns once it is committed (or raises)."""
         if self._task is None or self._task.done():
             raise RuntimeError("the group committer is not running")
@@ -88,7 +84,7 @@ class GroupCommit:
         # shield: a client hanging up mid-commit must not cancel the commit for others
         return await asyncio.shield(future)
 
-    def prepare(self, raw: RawMessage | Load) -> pipeline.Prepared:
+    def prepare(self, raw: RawMessage | LoadRaw) -> pipeline.Prepared:
         """`pipeline.prepare` with the current rules and limits: safe from any thread."""
         if not isinstance(raw, RawMessage):
             raw = raw()

@@ -7,6 +7,7 @@ from), `ParsedMessage` (what the parser understood) and the ORM `Message`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -44,6 +45,12 @@ class RawMessage:
 
     data: bytes
     provenance: Provenance
+
+
+# A large message received into a file, handed over as the function that reads
+# it: it is called in the thread that prepares the message, so its bytes are in
+# memory only from then until it is stored.
+LoadRaw = Callable[[], RawMessage]
 
 
 @dataclass(frozen=True, slots=True)

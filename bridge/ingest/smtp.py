@@ -22,7 +22,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 
 from bridge.config import SmtpConfig
-from bridge.core.message import Provenance, RawMessage
+from bridge.core.message import LoadRaw, Provenance, RawMessage
 from bridge.ingest import spool
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ _DATA_REFUSALS = {
     spool.NO_ROOM: NO_ROOM,
 }
 
-# A large message is handed over as a function that reads it from its spool
-# file: the pipeline calls it in the thread that prepares the message.
-Deliver = Callable[[RawMessage | Callable[[], RawMessage]], Awaitable[object]]
+Deliver = Callable[[RawMessage | LoadRaw], Awaitable[object]]
 Settings = Callable[[], SmtpConfig]
 
 LONGEST_LINE = 256 * 1024
@@ -157,7 +155,7 @@ class BridgeHandler:
             tuple(envelope.rcpt_tos),
         )
         spooled = getattr(envelope, "spool", None)
-        message: RawMessage | Callable[[], RawMessage]
+        message: RawMessage | LoadRaw
         if isinstance(spooled, spool.Spool) and spooled.spilled:
             message = lambda: RawMessage(spooled.read(), provenance)  # noqa: E731
         else:

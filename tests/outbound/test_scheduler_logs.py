@@ -47,14 +47,20 @@ def shown(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= level]
 
 
-async def test_routine_runs_log_at_debug(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
+async def every_job_once(engine: Engine, caplog: pytest.LogCaptureFixture, level: int) -> Scheduler:
+    """A real scheduler on `engine`, each job run once, logs captured from `level`."""
+    caplog.set_level(level)
     store = StoreRunner(engine)
     scheduler = Scheduler(store, None, config=parse_config(CONFIG, "bridge.toml"))
     try:
         await run_every_job_once(scheduler)
     finally:
         store.close()
+    return scheduler
+
+
+async def test_routine_runs_log_at_debug(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    scheduler = await every_job_once(engine, caplog, logging.INFO)
     assert scheduler.runs == 1 and scheduler.digest_runs == 1
     assert shown(caplog, logging.INFO) == []
 
@@ -62,13 +68,7 @@ async def test_routine_runs_log_at_debug(engine: Engine, caplog: pytest.LogCaptu
 async def test_routine_runs_show_with_debug(
     engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    store = StoreRunner(engine)
-    scheduler = Scheduler(store, None, config=parse_config(CONFIG, "bridge.toml"))
-    try:
-        await run_every_job_once(scheduler)
-    finally:
-        store.close()
+    await every_job_once(engine, caplog, logging.DEBUG)
     lines = shown(caplog, logging.DEBUG)
     assert "bridge.outbound.scheduler: store maintenance done" in lines
     assert "bridge.outbound.scheduler: quarantine retry: none due" in lines
@@ -87,13 +87,7 @@ async def test_a_copy_stored_on_retry_is_news(
     assert store_alone(engine, failed, earlier, Tally()) is Outcome.QUARANTINED
     caplog.clear()
 
-    caplog.set_level(logging.INFO)
-    store = StoreRunner(engine)
-    scheduler = Scheduler(store, None, config=parse_config(CONFIG, "bridge.toml"))
-    try:
-        await run_every_job_once(scheduler)
-    finally:
-        store.close()
+    await every_job_once(engine, caplog, logging.INFO)
     assert shown(caplog, logging.INFO) == ["bridge.outbound.scheduler: quarantine retry: stored 1"]
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM messages")).scalar_one() == 1
