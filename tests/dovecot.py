@@ -249,7 +249,12 @@ class Dovecot:
             found = imap.fetch(uids, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]) if uids else {}
         ids = set()
         for data in found.values():
-            header = data[b"BODY[HEADER.FIELDS (MESSAGE-ID)]"].decode().strip()
+            # A message another session expunged between SEARCH and FETCH
+            # comes back without its header (Dovecot answers NIL): it is gone.
+            raw = data.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]")
+            if not raw:
+                continue
+            header = raw.decode().strip()
             ids.add(header.split("<", 1)[1].rstrip(">"))
         return ids
 
