@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.loops import Identity
@@ -164,6 +165,12 @@ class WebConfig:
     login_per_client_per_hour: int = field(default=20, metadata=_check(_positive))
     # Megabytes of rendered pages kept per process for their readers; 0: none.
     page_cache_mb: int = field(default=64, metadata=_check(_not_negative))
+    # Replies and new discussions written in the viewer: how many a person
+    # may send a minute, the most text one may hold (UTF-8 bytes), and the
+    # most its attached files may weigh together.
+    replies_per_minute: int = field(default=5, metadata=_check(_positive))
+    max_reply_bytes: int = field(default=100_000, metadata=_check(_positive))
+    max_upload_bytes: int = field(default=10 * 1024 * 1024, metadata=_check(_not_negative))
 
     @property
     def public_url(self) -> str:
@@ -280,7 +287,7 @@ class BridgeConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutboundConfig:
-    """The relay Bridge sends its mail through (digests, sign-in links)."""
+    """The relay Bridge sends its mail through (digests, sign-in links, replies)."""
 
     host: str = ""  # empty: mail waits in the outbox, unsent
     port: int = field(default=0, metadata=_check(_port))  # 0: 465 tls, 587 starttls, 25 none
@@ -291,6 +298,11 @@ class OutboundConfig:
     password_env: str = ""
     password_file: str = ""
     from_address: str = field(default="", metadata=_check(_address))
+    # Whose name is on mail people write in the viewer: "bridge" sends it
+    # From "Name via Bridge" <the bridge's address> with Reply-To the person
+    # (safe with SPF, DKIM and DMARC); "person" sends it From the person,
+    # which the relay must allow.
+    send_as: Literal["bridge", "person"] = "bridge"
     connect_timeout: float = field(default=30.0, metadata=_check(_positive))
     timeout: float = field(default=120.0, metadata=_check(_positive))
     batch_size: int = field(default=50, metadata=_check(_positive))
@@ -323,6 +335,14 @@ class Config:
         """What `bridge.core.rules.decide` needs: the rules and the bridge's identity."""
         identity = Identity(self.bridge.message_id_domain, self.bridge.address)
         return RuleSet(self.rules, identity)
+
+    @property
+    def mail_sender(self) -> tuple[str, str]:
+        """(the bridge's From address, its Message-ID domain), with fallbacks from the web URL."""
+        host = urlsplit(self.web.public_url).hostname or "localhost"
+        address = self.outbound.from_address or self.bridge.address or f"bridge@{host}"
+        domain = self.bridge.message_id_domain or address.rpartition("@")[2] or host
+        return address, domain
 
     @property
     def staff_domains(self) -> tuple[str, ...]:

@@ -7,6 +7,9 @@ in as an argument, never from the host name or the clock.
   a Message-ID at the bridge's domain and the `X-Bridge-Origin` header whose
   value is that domain. Either one, when it names this bridge, marks the copy
   as own mail: it is kept and counted as skipped, never bridged or answered.
+  Mail a person wrote in Bridge says `X-Bridge-Origin: <domain>; person`:
+  it is theirs, and bridged when it comes back (it merges with the copy
+  stored when it was sent).
 - More than `MAX_RECEIVED` `Received` headers means a mail loop (RFC 5321
   section 6.3 suggests loop detection by counting them; Postfix and Exim
   both stop at 50 or so by default): the copy goes to quarantine.
@@ -29,6 +32,8 @@ from bridge.core.message import Flag, ParsedMessage
 # bridge's Message-ID domain, so two bridges of two companies mailing each
 # other each only drop their own mail.
 ORIGIN_HEADER = "X-Bridge-Origin"
+# `X-Bridge-Origin: <domain>; person` marks mail a person wrote in Bridge.
+PERSON_MAIL = "person"
 MAX_RECEIVED = 50
 OWN_MAIL_RULE = "builtin:own-mail"
 LOOP_REASON = "mail-loop"
@@ -52,7 +57,13 @@ class Identity:
 
 
 def own_mail(parsed: ParsedMessage, identity: Identity) -> str | None:
-    """Why this is mail the bridge sent itself (for people), or None."""
+    """Why this is mail the bridge sent itself (for people), or None.
+
+    Mail a person wrote in Bridge (a reply from the viewer) is theirs, not
+    the bridge's: its copies coming back are bridged like any other mail.
+    """
+    if any(_is_person_mail(value) for value in parsed.header_values(ORIGIN_HEADER)):
+        return None
     domain = identity.message_id_domain
     if domain and parsed.message_id:
         right = parsed.message_id.rpartition("@")[2].lower()
@@ -69,6 +80,11 @@ def own_mail(parsed: ParsedMessage, identity: Identity) -> str | None:
             # through a list or a forward with its headers stripped.
             return f"Auto-Submitted from {identity.address}"
     return auto_reply_to_own_mail(parsed, identity) or unsubscribe_request(parsed, identity)
+
+
+def _is_person_mail(value: str) -> bool:
+    _origin, _, kind = value.partition(";")
+    return kind.strip().lower() == PERSON_MAIL
 
 
 # Subjects of out-of-office and other automatic answers, for auto-replies that

@@ -152,3 +152,17 @@ def quoted(text: str) -> str:
     return "\n".join(
         ">" + line if not line or line.startswith(">") else "> " + line for line in lines
     )
+
+
+def reply_body(text: str, attribution: str, parent_text: str) -> str:
+    """The reply's text: the person's words, then the attribution and the parent's words quoted.
+
+    The text comes first (the top-posting companies write in); the quote is
+    the parent's own words only, never its quoted history, so a long chain
+    does not grow by its whole length at every reply.
+    """
+    mine = text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    theirs = parent_text.replace("\r\n", "\n").replace("\r", "\n").strip("\n")
+    if not theirs:
+        return mine + "\n"
+    return f"{mine}\n\n{attribution}\n{quoted(theirs)}\n"

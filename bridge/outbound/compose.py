@@ -1,4 +1,4 @@
-"""The one builder of mail Bridge sends (digests, sign-in links).
+"""The one builder of mail Bridge sends: its own (digests, sign-in links), and people's replies.
 
 Every header is built from clean strings: control characters (CR and LF
 above all) become spaces, runs of white space one space, giant subjects are
@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
@@ -27,7 +28,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import format_datetime
 
-from bridge.core.loops import ORIGIN_HEADER
+from bridge.core.loops import ORIGIN_HEADER, PERSON_MAIL
 from bridge.errors import AddressError
 
 # RFC 5322 allows 998 characters a line; folding makes longer subjects legal,
@@ -54,6 +55,10 @@ OWN_HEADERS = frozenset(
     for name in (
         "From",
         "To",
+        "Cc",
+        "Reply-To",
+        "In-Reply-To",
+        "References",
         "Subject",
         "Date",
         "Message-ID",
@@ -157,6 +162,13 @@ def make_message_id(domain: str, now: datetime) -> str:
     return f"<{now.strftime('%Y%m%d%H%M%S')}.{secrets.token_hex(10)}@{domain}>"
 
 
+def _checked_domain(message_id_domain: str) -> str:
+    domain = message_id_domain.strip().lower()
+    if not _DOMAIN.fullmatch(domain):
+        raise ValueError(f"message_id_domain {message_id_domain!r} is not a domain")
+    return domain
+
+
 def compose(
     *,
     from_address: str,
@@ -176,9 +188,7 @@ def compose(
     Raises AddressError for a From or To that does not parse, ValueError for
     a bad Message-ID domain or extra header name.
     """
-    domain = message_id_domain.strip().lower()
-    if not _DOMAIN.fullmatch(domain):
-        raise ValueError(f"message_id_domain {message_id_domain!r} is not a domain")
+    domain = _checked_domain(message_id_domain)
     when = now if now.tzinfo else now.replace(tzinfo=UTC)
     extras: list[tuple[str, str]] = []
     for name, value in (extra_headers or {}).items():
@@ -202,6 +212,140 @@ def compose(
         page = _body_text(html)
         message.add_alternative(page, subtype="html", charset="utf-8", cte=_cte(page, "base64"))
     return message, verify(message)
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file a person attached to their mail."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+# Media types sent as they were given; anything else goes as octet-stream.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
+FLOWED_WIDTH = 72  # RFC 3676 section 4.2: lines of at most 78, 72 recommended
+
+
+def compose_personal(
+    *,
+    from_address: str,
+    from_name: str,
+    reply_to: Sequence[tuple[str, str]] = (),
+    to: Sequence[tuple[str, str]],
+    cc: Sequence[tuple[str, str]] = (),
+    subject: str,
+    text: str,
+    in_reply_to: str = "",
+    references: Sequence[str] = (),
+    attachments: Sequence[Attachment] = (),
+    message_id_domain: str,
+    now: datetime,
+) -> tuple[EmailMessage, bytes]:
+    """Mail a person wrote in Bridge (a reply, a new discussion), and its verified wire bytes.
+
+    Unlike the bridge's own mail it is not Auto-Submitted: people answer it.
+    Its `X-Bridge-Origin` says it is a person's mail, so its copies coming
+    back are bridged (and merge with the stored one) rather than dropped as
+    the bridge's own. `to`, `cc` and `reply_to` are (address, name) pairs;
+    `text` goes out as format=flowed (RFC 3676). Raises AddressError for an
+    address that does not parse, ValueError for a bad Message-ID domain or
+    threading id.
+    """
+    domain = _checked_domain(message_id_domain)
+    if not to:
+        raise ValueError("a message needs at least one To recipient")
+    when = now if now.tzinfo else now.replace(tzinfo=UTC)
+    ids = [_message_id_value(value) for value in references]
+    message = EmailMessage(policy=OUTGOING)
+    message["From"] = _address(from_address, from_name)
+    if reply_to:
+        message["Reply-To"] = [_address(a, n) for a, n in reply_to]
+    message["To"] = [_address(a, n) for a, n in to]
+    if cc:
+        message["Cc"] = [_address(a, n) for a, n in cc]
+    message["Subject"] = clean_text(subject, MAX_SUBJECT)
+    message["Date"] = format_datetime(when.astimezone(UTC))
+    message["Message-ID"] = make_message_id(domain, when)
+    if in_reply_to:
+        message["In-Reply-To"] = _message_id_value(in_reply_to)
+    if ids:
+        message["References"] = " ".join(ids)
+    message[ORIGIN_HEADER] = f"{domain}; {PERSON_MAIL}"
+    body = flowed(_body_text(text))
+    message.set_content(body, charset="utf-8", cte=_cte(body), params={"format": "flowed"})
+    for item in attachments:
+        maintype, subtype = _media_type(item.content_type)
+        message.add_attachment(
+            item.data,
+            maintype=maintype,
+            subtype=subtype,
+            filename=clean_text(item.filename, MAX_NAME) or "attachment",
+        )
+    return message, verify(message)
+
+
+def _message_id_value(value: str) -> str:
+    text = value.strip()
+    if not re.fullmatch(r"<[!-;=?-~]+>", text):  # printable ASCII, no <>, no space
+        raise ValueError(f"{value!r} is not a Message-ID")
+    return text
+
+
+def _media_type(value: str) -> tuple[str, str]:
+    text = value.strip().lower().split(";", 1)[0].strip()
+    if not _MEDIA_TYPE.fullmatch(text) or text.startswith(("multipart/", "message/")):
+        text = "application/octet-stream"
+    maintype, _, subtype = text.partition("/")
+    return maintype, subtype
+
+
+def flowed(text: str, width: int = FLOWED_WIDTH) -> str:
+    """`text` as format=flowed (RFC 3676): long paragraphs wrapped with soft breaks.
+
+    A line ending in a space continues on the next (a soft break); a hard
+    break has no trailing space, so trailing spaces people typed are dropped.
+    Quoted lines keep their `>` depth on every piece. Lines that would read
+    as quotes or as an mbox "From " line are space-stuffed (section 4.4).
+    The signature separator "-- " is kept as it is (section 4.3).
+    """
+    out: list[str] = []
+    for line in text.split("\n"):
+        if line == "-- ":
+            out.append(line)
+            continue
+        depth = len(line) - len(line.lstrip(">"))
+        prefix, content = line[:depth], line[depth:].rstrip(" ")
+        if depth and content.startswith(" "):
+            content = content[1:]  # the customary space after ">" is not content
+        pieces = _wrap(content, width - depth - 1)
+        for i, piece in enumerate(pieces):
+            if depth:
+                stuffed = " " + piece if piece else ""
+            else:
+                stuffed = " " + piece if piece.startswith((" ", ">", "From ")) else piece
+            if i < len(pieces) - 1:
+                stuffed += " "  # soft break: the next line continues this one
+            out.append(prefix + stuffed)
+    return "\n".join(out)
+
+
+def _wrap(content: str, width: int) -> list[str]:
+    """`content` cut after spaces into pieces of about `width`; words are never split."""
+    if len(content) <= width:
+        return [content]
+    pieces: list[str] = []
+    while len(content) > width:
+        cut = content.rfind(" ", 0, width + 1)
+        if cut <= 0:
+            cut = content.find(" ", width)  # one long word: the line stays long
+            if cut < 0:
+                break
+        pieces.append(content[:cut])
+        content = content[cut + 1 :]
+    pieces.append(content)
+    return pieces
 
 
 def _body_text(text: str) -> str:

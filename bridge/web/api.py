@@ -1,10 +1,13 @@
-"""The JSON API under `/api/v1/`: threads, messages, search and spaces, read-only.
+"""The JSON API under `/api/v1/`: threads, messages, search and spaces; replies.
 
 Described by `bridge.web.openapi` (served at `/api/v1/openapi.json`). A
-request is the reader's through the session cookie or, for scripts, through
-`Authorization: Bearer <feed token>` (the token of their feed links, revoked
-with them). Every answer applies the access rule through `bridge.store.browse`:
-hidden and missing things both answer 404 with the same body. Dates are
+request is the reader's through the session cookie or, for scripts that
+read, through `Authorization: Bearer <feed token>` (the token of their feed
+links, revoked with them). Writing (`POST /api/v1/messages`, a reply) takes
+the session cookie and its form token in `X-CSRF-Token`: a feed token sits
+in feed readers and URLs, so it only ever reads. Every answer applies the
+access rule through `bridge.store.browse`: hidden and missing things both
+answer 404 with the same body. Dates are
 ISO 8601 in UTC.
 """
 
@@ -19,12 +22,13 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from bridge.core.access import Viewer
+from bridge.outbound.replies import ReplyRefused, send_reply
 from bridge.search.engine import SearchHit, search
 from bridge.store import browse
 from bridge.store.browse import MessageDetail, PersonRef, ThreadDetail, ThreadSummary
-from bridge.web.context import viewer
+from bridge.web.context import language, timezone, viewer
 from bridge.web.feeds import token_viewer
-from bridge.web.keys import config_of, store_of
+from bridge.web.keys import config_of, now_of, store_of
 from bridge.web.openapi import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -377,10 +381,68 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(config_of(request).web.public_url))
 
 
+async def post_message(request: web.Request) -> web.Response:
+    """A reply: JSON `{"in_reply_to", "body", "mode"}` → 201 `{"message_id", "thread_id"}`."""
+    if request.headers.get("Authorization", "").strip():
+        body = json.dumps({"error": "forbidden", "message": "a feed token only reads"})
+        raise web.HTTPForbidden(text=body, content_type="application/json")
+    reader = viewer(request)
+    if reader is None:
+        raise _unauthorized("sign in to write")
+    if request.content_type != "application/json":
+        raise _bad("send the reply as application/json")
+    try:
+        asked = await request.json()
+    except ValueError:
+        raise _bad("the body is not JSON") from None
+    if not isinstance(asked, dict):
+        raise _bad("the body must be a JSON object")
+    wanted, text, mode = asked.get("in_reply_to"), asked.get("body"), asked.get("mode", "all")
+    if not isinstance(wanted, str) or not wanted.strip():
+        raise _bad("in_reply_to is required: the Message-ID of the message answered")
+    if not isinstance(text, str):
+        raise _bad("body is required: the text of the reply")
+    if mode not in ("all", "sender"):
+        raise _bad("mode must be all or sender")
+    config, now = config_of(request), now_of(request)
+    lang, tz = language(request), timezone(request)
+
+    def write(session: Any) -> Any:
+        # No message has a NUL in its id, or one longer than a header line.
+        ok = len(wanted) <= 998 and "\x00" not in wanted
+        found = browse.locate_message(session, reader, wanted) if ok else None
+        if found is None:
+            raise ReplyRefused("No such message.", 404)
+        return send_reply(
+            session,
+            config,
+            reader,
+            parent_pk=found[1],
+            text=text,
+            mode=mode,
+            language=lang,
+            tz=tz,
+            now=now,
+        )
+
+    try:
+        sent = await store_of(request).write(write)
+    except ReplyRefused as refused:
+        if refused.status == 404:  # hidden and missing answer alike
+            raise web.HTTPNotFound() from None
+        refusal = {"error": "refused", "message": refused.reason}
+        return web.json_response(refusal, status=refused.status)
+    message_id = sent.message_id.strip("<>")
+    location = f"{PREFIX}/messages/{quote(message_id, safe='@')}"
+    answer = {"message_id": message_id, "thread_id": sent.thread_id}
+    return web.json_response(answer, status=201, headers={"Location": location})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/openapi.json", openapi_json)
     app.router.add_get(f"{PREFIX}/threads", list_threads)
     app.router.add_get(f"{PREFIX}/threads/{{id}}", get_thread)
     app.router.add_get(f"{PREFIX}/messages/{{message_id:.+}}", get_message)
+    app.router.add_post(f"{PREFIX}/messages", post_message)
     app.router.add_get(f"{PREFIX}/search", search_threads)
     app.router.add_get(f"{PREFIX}/spaces", list_spaces)

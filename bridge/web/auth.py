@@ -35,7 +35,7 @@ import ipaddress
 import secrets
 from functools import lru_cache
 from http.cookies import SimpleCookie
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from aiohttp import web
 from sqlalchemy.orm import Session
@@ -242,7 +242,13 @@ def cookie_header(name: str, value: str, secure: bool, max_age: int | None = Non
 @web.middleware
 async def csrf(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse (403) a state-changing request without this session's form token."""
-    if request.method in UNSAFE_METHODS and not request.path.startswith(CSRF_EXEMPT_PREFIXES):
+    # An API request without the session cookie carries no credential a
+    # foreign page could borrow (it cannot set Authorization): the API
+    # decides on it (401 signed out; a feed token never writes).
+    api = request.path.startswith("/api/")
+    bare = api and ("Authorization" in request.headers or not request.get(SESSION_ID))
+    exempt = bare or request.path.startswith(CSRF_EXEMPT_PREFIXES)
+    if request.method in UNSAFE_METHODS and not exempt:
         if request.get(SESSION_ID):
             expected = request[CSRF_TOKEN]
         else:
@@ -275,14 +281,6 @@ def may_get_link(session: Session, config: Config, address: str) -> bool:
     if config.staff_domains:
         return is_staff(address, config.staff_domains)
     return auth_store.is_known_person(session, address)
-
-
-def _sender(config: Config) -> tuple[str, str]:
-    """(From address, Message-ID domain) of the sign-in mail."""
-    host = urlsplit(config.web.public_url).hostname or "localhost"
-    from_address = config.outbound.from_address or config.bridge.address or f"bridge@{host}"
-    domain = config.bridge.message_id_domain or from_address.rpartition("@")[2] or host
-    return from_address, domain
 
 
 def _link_mail_text(lang: str, link: str) -> tuple[str, str]:
@@ -342,7 +340,7 @@ async def login_request(request: web.Request) -> web.StreamResponse:
         user = auth_store.get_user(s, address)
         lang = user.language if user is not None and user.language else request_lang
         subject, text = _link_mail_text(lang, link)
-        from_address, domain = _sender(config)
+        from_address, domain = config.mail_sender
         # Built for everyone, sent to those who may sign in: the work is the same.
         _message, data = compose(
             from_address=from_address,

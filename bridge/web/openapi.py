@@ -275,6 +275,58 @@ def _get(
     }
 
 
+def _post_reply() -> dict[str, Any]:
+    """`POST /api/v1/messages`: a reply, sent as reply-all or to the sender."""
+    request = {
+        "type": "object",
+        "required": ["in_reply_to", "body"],
+        "properties": {
+            "in_reply_to": {
+                "type": "string",
+                "pattern": r"\S",
+                "description": "The Message-ID answered, with or without angle brackets.",
+            },
+            "body": {
+                "type": "string",
+                "pattern": r"\S",
+                "description": "The reply's text (plain text); the parent is quoted after it.",
+            },
+            "mode": {"enum": ["all", "sender"], "default": "all"},
+        },
+    }
+    created = {
+        "type": "object",
+        "properties": {"message_id": {"type": "string"}, "thread_id": {"type": "integer"}},
+    }
+    refused = {"$ref": "#/components/responses/Refused"}
+    return {
+        "post": {
+            "summary": "Reply to a message the reader may see; stored at once, then mailed",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+            "responses": {
+                "201": _json(created, "Stored in its thread and queued for the relay."),
+                "400": refused,
+                "401": {"$ref": "#/components/responses/E401"},
+                "403": refused,
+                "404": {"$ref": "#/components/responses/E404"},
+                "413": refused,
+                "429": refused,
+            },
+            # Writing takes the session and its form token (X-CSRF-Token); never a feed token.
+            "security": [{"session": []}],
+            "parameters": [
+                {
+                    "name": "X-CSRF-Token",
+                    "in": "header",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The session's form token (in every page's forms).",
+                }
+            ],
+        }
+    }
+
+
 _LIST_PARAMETERS = [
     _query("space", {"type": "string"}, "Only threads of this space."),
     _query(
@@ -328,13 +380,15 @@ def openapi_document(base_url: str = "") -> dict[str, Any]:
         "E401": error | {"description": "Not signed in, and no valid bearer token."},
         "E404": error
         | {"description": "Missing, or not visible to the reader: the two look the same."},
+        "Refused": error
+        | {"description": "Not sent, and why: empty or too long, a feed token, too many."},
     }
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Bridge viewer API",
             "version": "1",
-            "description": "Read-only access to the discussions a person may see. "
+            "description": "The discussions a person may see, and replies to them. "
             f"Search pages hold {SEARCH_PAGE_SIZE} threads. Dates are UTC.",
         },
         "paths": {
@@ -356,6 +410,7 @@ def openapi_document(base_url: str = "") -> dict[str, Any]:
                 [_MESSAGE_ID],
                 (401, 404),
             ),
+            "/api/v1/messages": _post_reply(),
             "/api/v1/search": _get(
                 "Search, results grouped by thread",
                 _json(_ref("SearchResults"), "A page of results."),

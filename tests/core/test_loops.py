@@ -124,3 +124,16 @@ def test_bounces_and_auto_replies_are_stored_flagged_not_skipped() -> None:
         assert flag in parsed.flags
         decision, failure = decide(RuleSet(identity=BRIDGE), parsed, FILE)
         assert failure is None and decision.skip is None
+
+
+def test_a_persons_reply_written_in_bridge_is_theirs_not_own_mail() -> None:
+    data = raw("enron-socal-gas.eml").replace(
+        b"<29759530.1075861861183.JavaMail.evans@thyme>",
+        b"<20261205100000.ab12cd34ef56ab78cd90@bridge.example.com>",
+    )
+    marked = with_header(data, b"X-Bridge-Origin: bridge.example.com; person")
+    # Its id is at the bridge's domain, yet its copy coming back is bridged.
+    assert own_mail(parse(marked), BRIDGE) is None
+    assert own_mail(parse(marked), Identity()) is None
+    # Without the mark, the same id is the bridge's own mail.
+    assert own_mail(parse(data), BRIDGE) is not None

@@ -10,7 +10,15 @@ import pytest
 
 from bridge.core.loops import ORIGIN_HEADER
 from bridge.errors import AddressError
-from bridge.outbound.compose import MAX_SUBJECT, compose, parse_address, verify
+from bridge.outbound.compose import (
+    MAX_SUBJECT,
+    Attachment,
+    compose,
+    compose_personal,
+    flowed,
+    parse_address,
+    verify,
+)
 
 NOW = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 DOMAIN = "bridge.example.com"
@@ -169,3 +177,100 @@ def test_extra_headers_cannot_replace_the_builders_own(name: str) -> None:
 def test_a_bad_message_id_domain_is_refused() -> None:
     with pytest.raises(ValueError, match="not a domain"):
         build(message_id_domain="bridge.example.com>\r\nBcc: x@y")
+
+
+def personal(**overrides: object) -> bytes:
+    values: dict[str, object] = {
+        "from_address": "bridge@example.com",
+        "from_name": "Kam Keiser via Bridge",
+        "reply_to": [("kam.keiser@enron.com", "Kam Keiser")],
+        "to": [("phillip.love@enron.com", "Phillip Love"), ("darron.giron@enron.com", "")],
+        "cc": [("errol.mclaughlin@enron.com", "McLaughlin Jr., Errol")],
+        "subject": "Re: Heads up",
+        "text": "Thanks, noted.\n\nOn 30 Jan 2002, Phillip wrote:\n> The curve moves today.\n",
+        "in_reply_to": "<24818672.1075841079436.JavaMail.evans@thyme>",
+        "references": [
+            "<root.1@thyme>",
+            "<24818672.1075841079436.JavaMail.evans@thyme>",
+        ],
+        "message_id_domain": DOMAIN,
+        "now": NOW,
+    }
+    values.update(overrides)
+    return compose_personal(**values)[1]  # type: ignore[arg-type]
+
+
+def test_a_reply_carries_threading_headers_and_is_not_automatic() -> None:
+    message = strict(personal())
+    assert message["In-Reply-To"] == "<24818672.1075841079436.JavaMail.evans@thyme>"
+    assert message["References"].split() == [
+        "<root.1@thyme>",
+        "<24818672.1075841079436.JavaMail.evans@thyme>",
+    ]
+    assert message["Reply-To"] == "Kam Keiser <kam.keiser@enron.com>"
+    assert [a.addr_spec for a in message["To"].addresses] == [
+        "phillip.love@enron.com",
+        "darron.giron@enron.com",
+    ]
+    assert message["Cc"].addresses[0].display_name == "McLaughlin Jr., Errol"
+    assert message["Auto-Submitted"] is None
+    assert message[ORIGIN_HEADER] == f"{DOMAIN}; person"
+    assert message.get_content_type() == "text/plain"
+    assert message.get_param("format") == "flowed"
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_and_subjects_never_become_headers_in_a_reply(name: str) -> None:
+    data = personal(
+        from_name=name,
+        reply_to=[("kam.keiser@enron.com", name)],
+        to=[("phillip.love@enron.com", name)],
+        subject=name,
+        text=f"{name}\r\nBcc: victim@example.org\n",
+    )
+    message = strict(data)
+    assert message.get_all("Bcc") is None
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert not any(line.lower().startswith(b"bcc") for line in head.split(b"\r\n"))
+    for value in (str(message["Subject"]), message["To"].addresses[0].display_name):
+        assert not any(ord(c) < 32 or c in "\x7f\u2028\u202e" for c in value)
+
+
+def test_threading_ids_are_checked() -> None:
+    for bad in ("no-brackets@x", "<a b@x>", "<x@y>\r\nBcc: v@example.org"):
+        with pytest.raises(ValueError):
+            personal(in_reply_to=bad)
+        with pytest.raises(ValueError):
+            personal(references=[bad])
+
+
+def test_attachments_go_with_a_safe_name_and_type() -> None:
+    pdf = Attachment("contrat\r\nBcc: x@y.org.pdf", "multipart/mixed", b"%PDF-1.4 data")
+    message = strict(personal(attachments=[pdf]))
+    [part] = list(message.iter_attachments())
+    assert part.get_content_type() == "application/octet-stream"
+    assert "\r" not in part.get_filename() and "\n" not in part.get_filename()
+    assert part.get_content() == b"%PDF-1.4 data"
+
+
+def test_flowed_text_wraps_long_lines_and_reads_back_whole() -> None:
+    paragraph = "Le contrat de transport doit être revu " * 8
+    body = flowed(paragraph.strip() + "\nFrom now on\n> quoted " + "word " * 30 + "\n-- \nKam")
+    lines = body.split("\n")
+    assert all(len(line) <= 78 for line in lines)
+    assert " From now on" in lines, "a line starting with From is space-stuffed"
+    assert "-- " in lines, "the signature separator stays"
+    # Unflowing (RFC 3676 4.2): a line ending in a space joins the next.
+    joined, current = [], ""
+    for line in lines:
+        depth = len(line) - len(line.lstrip(">"))
+        content = line[depth:]
+        content = content[1:] if content.startswith(" ") else content
+        if line != "-- " and content.endswith(" "):
+            current += content
+            continue
+        joined.append(">" * depth + current + content)
+        current = ""
+    assert joined[0] == paragraph.strip()
+    assert joined[1] == "From now on"
+    assert joined[2] == ">" + ("quoted " + "word " * 30).strip()

@@ -1,0 +1,298 @@
+"""A reply written in Bridge: who may send it, what it says, and where it goes.
+
+The reply is built by the one mail builder (`compose.compose_personal`),
+queued in the outbox and stored in its thread in the same transaction, as
+the replier's own copy (a delivery of source "web"): everyone it was sent to
+sees it in the viewer before the relay has answered, and the copy that comes
+back later (journaling, an IMAP Sent folder, a recipient's mailbox) has the
+same content hash and merges with it. Only someone who may see the parent
+can answer it, and the parent's headers are read from the copy that reader
+may see (`browse.original_bytes`): a Bcc they were not told of never
+becomes a recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email import policy
+from email.headerregistry import AddressHeader
+from email.parser import BytesParser
+from email.utils import getaddresses
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bridge import pipeline
+from bridge.config import Config
+from bridge.core.access import Viewer
+from bridge.core.message import Address, Provenance, RawMessage
+from bridge.core.reply import (
+    ReplyMode,
+    ReplyRecipients,
+    reply_body,
+    reply_recipients,
+    reply_references,
+    reply_subject,
+)
+from bridge.errors import AddressError
+from bridge.i18n import format_datetime, translator, zone
+from bridge.outbound import outbox
+from bridge.outbound.compose import Attachment, compose_personal, parse_address
+from bridge.store import browse
+from bridge.store.blobs import Compressor, current_dictionary, unpack_body
+from bridge.store.tables import Delivery, Message
+
+SOURCE = "web"  # the delivery source of a message written in the viewer
+MINUTE = timedelta(minutes=1)
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+>")  # printable ASCII without <, > or space
+
+
+class ReplyRefused(Exception):
+    """Why a reply is not sent, in words for the person who wrote it; nothing was sent."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """What a reply needs of the message it answers, as its reader may see it."""
+
+    pk: int
+    thread_id: int
+    message_id: str  # as in its header: <id>
+    subject: str
+    date: datetime | None
+    sender: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    references: tuple[str, ...]
+    in_reply_to: tuple[str, ...]
+    new_text: str
+
+    @property
+    def sender_name(self) -> str:
+        first = self.sender[0] if self.sender else None
+        return (first.name or first.address) if first else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """A reply that is stored and queued."""
+
+    message_id: str
+    thread_id: int
+    pk: int
+    recipients: ReplyRecipients
+
+
+def load_parent(session: Session, viewer: Viewer, pk: int) -> Parent | None:
+    """The message `pk` as `viewer` may see it; None when they may not (or it does not exist)."""
+    data = browse.original_bytes(session, viewer, pk)
+    if data is None:
+        return None
+    row = session.get(Message, pk)
+    assert row is not None  # original_bytes found it
+    head = BytesParser(policy=policy.default).parsebytes(data, headersonly=True)
+    message_id = _first_id(str(head.get("Message-ID", "") or ""))
+    if message_id is None:  # no usable id: the one the store gave it
+        message_id = f"<{row.message_id.split(' ', 1)[0]}>"
+    body = unpack_body(session.connection(), row.body, row.raw_sha256)
+    return Parent(
+        pk=pk,
+        thread_id=row.thread_id,
+        message_id=message_id,
+        subject=str(head.get("Subject", "") or row.subject or ""),
+        date=row.date,
+        sender=_addresses(head, "From"),
+        reply_to=_addresses(head, "Reply-To"),
+        to=_addresses(head, "To"),
+        cc=_addresses(head, "Cc"),
+        references=_ids(head, "References"),
+        in_reply_to=_ids(head, "In-Reply-To"),
+        new_text=body.new_text,
+    )
+
+
+def _addresses(head: object, name: str) -> tuple[Address, ...]:
+    found: list[Address] = []
+    for value in head.get_all(name, []) or []:  # type: ignore[attr-defined]
+        try:
+            pairs = (
+                [(a.display_name, a.addr_spec) for a in value.addresses]
+                if isinstance(value, AddressHeader)
+                else getaddresses([str(value)])
+            )
+        except Exception:  # a header the email package cannot read: as plain pairs
+            pairs = getaddresses([str(value)])
+        for display, spec in pairs:
+            address = (spec or "").strip().lower()
+            if "@" in address:
+                found.append(Address(name=(display or "").strip(), address=address))
+    return tuple(found)
+
+
+def _first_id(value: str) -> str | None:
+    ids = _id_list(value)
+    return ids[0] if ids else None
+
+
+def _id_list(value: str) -> tuple[str, ...]:
+    return tuple(_MESSAGE_ID.findall(value))
+
+
+def _ids(head: object, name: str) -> tuple[str, ...]:
+    values = head.get_all(name, []) or []  # type: ignore[attr-defined]
+    return tuple(i for value in values for i in _id_list(str(value)))
+
+
+def recipients(config: Config, parent: Parent, replier: str, mode: ReplyMode) -> ReplyRecipients:
+    """Who the reply goes to: never the replier, the bridge, or anyone the parent Bcc'd."""
+    bridge_address, _domain = config.mail_sender
+    own = [bridge_address, config.bridge.address, config.outbound.from_address]
+    return reply_recipients(
+        mode,
+        replier,
+        sender=parent.sender,
+        reply_to=parent.reply_to,
+        to=parent.to,
+        cc=parent.cc,
+        own_addresses=[a for a in own if a],
+    )
+
+
+def attribution(parent: Parent, language: str, tz: ZoneInfo) -> str:
+    """ "On <date>, <name> wrote:" in the replier's language and zone."""
+    _ = translator(language)
+    name = parent.sender_name or _("someone")
+    if parent.date is None:
+        return _("{name} wrote:").format(name=name)
+    when = format_datetime(parent.date, language, tz, "medium")
+    return _("On {date}, {name} wrote:").format(date=when, name=name)
+
+
+def send_reply(
+    session: Session,
+    config: Config,
+    viewer: Viewer,
+    *,
+    parent_pk: int,
+    text: str,
+    mode: ReplyMode,
+    replier_name: str = "",
+    attachments: Sequence[Attachment] = (),
+    language: str = "en",
+    tz: ZoneInfo | None = None,
+    now: datetime,
+) -> Sent:
+    """Check, build, store and queue a reply to `parent_pk` in the caller's transaction.
+
+    Raises ReplyRefused (with nothing stored or queued) when the parent is
+    not theirs to see (404, as for a message that does not exist), the text
+    is empty or too long, the files too heavy, the person over their rate,
+    or nobody is left to send it to.
+    """
+    web = config.web
+    if not text.strip():
+        raise ReplyRefused("Write something before sending.")
+    if len(text.encode("utf-8", "surrogatepass")) > web.max_reply_bytes:
+        raise ReplyRefused("The reply is too long.", 413)
+    if sum(len(a.data) for a in attachments) > web.max_upload_bytes:
+        raise ReplyRefused("The attached files are too large.", 413)
+    replier = viewer.address.strip().lower()
+    try:
+        parse_address(replier)
+    except AddressError:
+        raise ReplyRefused("Your address cannot send mail.", 403) from None
+    parent = load_parent(session, viewer, parent_pk)
+    if parent is None:
+        raise ReplyRefused("No such message.", 404)
+    if recent_replies(session, replier, now) >= web.replies_per_minute:
+        raise ReplyRefused("Too many replies in a minute. Wait a moment and send again.", 429)
+    chosen = recipients(config, parent, replier, mode)
+    if not chosen.everyone:
+        raise ReplyRefused("Nobody is left to send this reply to.")
+    in_reply_to, references = reply_references(
+        parent.message_id, parent.references, parent.in_reply_to
+    )
+    bridge_address, domain = config.mail_sender
+    name = replier_name or _known_name(session, replier)
+    reply_to: tuple[tuple[str, str], ...] = ()
+    if config.outbound.send_as == "person":
+        from_address, from_name = replier, name
+    else:
+        via = f"{name or replier} via Bridge"
+        from_address, from_name, reply_to = bridge_address, via, ((replier, name),)
+    said = attribution(parent, language, tz or zone(config.web.default_timezone))
+    body = reply_body(text, said, parent.new_text)
+    message, data = compose_personal(
+        from_address=from_address,
+        from_name=from_name,
+        reply_to=reply_to,
+        to=[(a.address, a.name) for a in chosen.to],
+        cc=[(a.address, a.name) for a in chosen.cc],
+        subject=reply_subject(parent.subject),
+        text=body,
+        in_reply_to=in_reply_to,
+        references=references,
+        attachments=attachments,
+        message_id_domain=domain,
+        now=now,
+    )
+    message_id = str(message["Message-ID"])
+    outbox.enqueue(session, data, recipients=[a.address for a in chosen.everyone], now=now)
+    pk, thread_id = store_own_copy(session, config, data, message_id, replier, now)
+    return Sent(message_id, thread_id, pk, chosen)
+
+
+def store_own_copy(
+    session: Session, config: Config, data: bytes, message_id: str, sender: str, now: datetime
+) -> tuple[int, int]:
+    """Store mail a person wrote in Bridge as their copy; (message pk, thread id).
+
+    It takes the one path every message takes (`pipeline`), with the rules,
+    so a space whose rule matches the reply holds it too.
+    """
+    raw = RawMessage(
+        data,
+        Provenance(
+            source=SOURCE,
+            location="viewer",
+            mailbox=sender,
+            key=message_id,
+            envelope_from=sender,
+            envelope_to=(sender,),
+        ),
+    )
+    compressor = Compressor(current_dictionary(session.connection()))
+    item = pipeline.prepare(raw, compressor, config.limits.parse_limits(), config.ruleset)
+    outcome = pipeline.store_batch(session, [item], now)[0]
+    if outcome not in (pipeline.Outcome.STORED, pipeline.Outcome.MERGED):
+        # Never queue mail the store would not show: the transaction is rolled back.
+        raise RuntimeError(f"{message_id}: the reply was not stored ({outcome.value})")
+    stored = item.message_id or message_id.strip("<>")
+    row = session.execute(
+        select(Message.id, Message.thread_id).where(Message.message_id == stored)
+    ).one()
+    return int(row.id), int(row.thread_id)
+
+
+def recent_replies(session: Session, address: str, now: datetime) -> int:
+    """How many messages `address` wrote in Bridge in the last minute."""
+    query = select(func.count()).where(
+        Delivery.source == SOURCE,
+        Delivery.envelope_from == address,
+        Delivery.received_at > now - MINUTE,
+    )
+    return int(session.execute(query).scalar_one())
+
+
+def _known_name(session: Session, address: str) -> str:
+    return browse.display_names(session, [address]).get(address, "")

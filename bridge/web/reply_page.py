@@ -1,0 +1,180 @@
+"""Replying from the viewer: the reply page and the form it sends.
+
+`GET /t/<thread>/reply?message=<pk>&mode=all|sender` shows the message
+answered, the people the reply goes to, a text box and a file field; it
+works without JavaScript. `POST /t/<thread>/reply` sends it
+(`bridge.outbound.replies`) and leads back to the thread, where the reply
+is shown at once. A message the reader may not see answers 404, exactly as
+one that does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_request import FileField
+
+from bridge.core.access import Viewer
+from bridge.core.reply import ReplyMode, reply_subject
+from bridge.outbound.compose import Attachment
+from bridge.outbound.replies import (
+    Parent,
+    ReplyRefused,
+    load_parent,
+    recipients,
+    send_reply,
+)
+from bridge.store import browse
+from bridge.web.context import language, render, require_viewer, timezone
+from bridge.web.keys import config_of, now_of, store_of
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# The reply form's fields besides its files, and their room in a request.
+FORM_OVERHEAD = 64 * 1024
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(r"/t/{thread_id:\d{1,12}}/reply", reply_form)
+    app.router.add_post(r"/t/{thread_id:\d{1,12}}/reply", post_reply)
+
+
+@web.middleware
+async def uploads(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Let the reply form's request carry its files; every other request keeps the small limit.
+
+    First in the chain, so the form token check reads the form under this limit.
+    """
+    if request.method == "POST" and request.match_info.handler is post_reply:
+        limits = config_of(request).web
+        # Percent-encoded, a text's UTF-8 bytes take up to 3 times their size.
+        size = 3 * limits.max_reply_bytes + limits.max_upload_bytes + FORM_OVERHEAD
+        request = request.clone(client_max_size=size)
+        try:
+            return await handler(request)
+        finally:
+            await _close_files(request)
+    return await handler(request)
+
+
+async def _close_files(request: web.Request) -> None:
+    """Close the form's spooled files (big ones sit in temporary files) whatever the answer."""
+    try:
+        form = await request.post()  # the form as read before (aiohttp keeps it)
+    except Exception:  # never read: refused for its size, or the client went away
+        return
+    for value in form.values():
+        if isinstance(value, FileField):
+            value.file.close()
+
+
+def _mode(value: object) -> ReplyMode:
+    return "sender" if value == "sender" else "all"
+
+
+def _pk(value: object) -> int:
+    try:
+        pk = int(str(value))
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    if not 0 < pk <= browse.MAX_ID:
+        raise web.HTTPNotFound()
+    return pk
+
+
+async def _parent(request: web.Request, viewer: Viewer, pk: int) -> Parent:
+    asked = int(request.match_info["thread_id"])
+
+    def read(session: Any) -> Parent | None:
+        # The URL's thread must be the message's (or an old id of a merged thread).
+        parent = load_parent(session, viewer, pk)
+        if parent is None or browse.resolve_thread_id(session, asked) != parent.thread_id:
+            return None
+        return parent
+
+    found = await store_of(request).read(read)
+    if found is None:
+        raise web.HTTPNotFound()
+    return found
+
+
+async def reply_form(request: web.Request) -> web.StreamResponse:
+    viewer = require_viewer(request)
+    parent = await _parent(request, viewer, _pk(request.query.get("message", "")))
+    mode = _mode(request.query.get("mode"))
+    return _form(request, viewer, parent, mode, text="", error="")
+
+
+def _form(
+    request: web.Request,
+    viewer: Viewer,
+    parent: Parent,
+    mode: ReplyMode,
+    *,
+    text: str,
+    error: str,
+    status: int = 200,
+) -> web.Response:
+    config = config_of(request)
+    chosen = recipients(config, parent, viewer.address, mode)
+    context = {
+        "parent": parent,
+        "mode": mode,
+        "to": chosen.to,
+        "cc": chosen.cc,
+        "subject": reply_subject(parent.subject),
+        "text": text,
+        "error": error,
+        "max_upload": config.web.max_upload_bytes,
+        "action": f"/t/{parent.thread_id}/reply",
+    }
+    page = render(request, "reply.html", context, status=status)
+    page.headers["Cache-Control"] = "private, no-store"
+    return page
+
+
+async def post_reply(request: web.Request) -> web.StreamResponse:
+    viewer = require_viewer(request)
+    form = await request.post()  # read under the raised size limit (app.uploads)
+    pk = _pk(form.get("message", ""))
+    mode = _mode(form.get("mode"))
+    text = form.get("body", "")
+    text = text if isinstance(text, str) else ""
+    files = [
+        Attachment(
+            field.filename or "attachment",
+            field.content_type or "application/octet-stream",
+            field.file.read(),
+        )
+        for field in form.getall("files", [])
+        if isinstance(field, FileField) and field.filename
+    ]
+    parent = await _parent(request, viewer, pk)
+    config = config_of(request)
+    now = now_of(request)
+    lang, tz = language(request), timezone(request)
+
+    def write(session: Any) -> Any:
+        return send_reply(
+            session,
+            config,
+            viewer,
+            parent_pk=parent.pk,
+            text=text,
+            mode=mode,
+            attachments=files,
+            language=lang,
+            tz=tz,
+            now=now,
+        )
+
+    try:
+        sent = await store_of(request).write(write)
+    except ReplyRefused as refused:
+        if refused.status == 404:
+            raise web.HTTPNotFound() from None
+        return _form(
+            request, viewer, parent, mode, text=text, error=refused.reason, status=refused.status
+        )
+    raise web.HTTPSeeOther(f"/t/{sent.thread_id}#m{sent.pk}")
