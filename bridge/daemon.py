@@ -184,6 +184,7 @@ class Daemon:
             self.health_status,
             config=lambda: self.config,
             signer=Signer(key),
+            send_now=self.scheduler.send_now,
         )
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._web.setup()

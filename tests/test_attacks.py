@@ -29,6 +29,8 @@ The attacks:
 7. Hidden reply times: a later reply chloe may not see moves nothing of hers.
 8. References naming ids of two threads mallory cannot see glue them into
    one: the merged thread's old id must stay missing to outsiders.
+10. Replies: mallory cannot answer what she cannot see (page, form, API);
+   a reply goes to its parent's people only, never to a Bcc recipient.
 
 Plus: payroll mail made private by a rule in the staff-open "hr" space is
 seen by its parties only, while the space's open mail is seen by all staff.
@@ -1014,3 +1016,103 @@ def test_8_references_gluing_threads_open_neither(world: World) -> None:
             page = me.get(f"/t/{old}")
             assert (page.status, page.body) == (404, missing_answers(me)["page"].body), reader
         assert w.readers[BOB].get(f"/t/{old}").status == 308
+
+
+def test_10_replies_open_nothing_and_reach_only_the_parents_people(tmp_path: Path) -> None:
+    """A daemon of its own (replies add mail). mallory cannot answer, through the page,
+    the form or the API, a message she cannot see: every way answers as for a message
+    that does not exist, and nothing is stored or queued. chloe, Cc'd on S3 only,
+    answers it: the reply goes to S3's people and no one else, and mallory cannot see
+    it. The sender of a Bcc'd message answers it: the Bcc recipient is not on it."""
+    identity = '[bridge]\nmessage_id_domain = "bridge.example.com"\n'
+    daemon = Bridge(tmp_path, extra=CONFIG.replace("[bridge]\n", identity))
+    daemon.start()
+    engine = make_engine(str(daemon.db))
+    readers: list[Reader] = []
+    try:
+        by_name = {m.name: m for m in MAIL}
+        for name in ("S1", "S2", "S3"):
+            m = by_name[name]
+            for envelope, with_bcc in m.copies:
+                daemon.send(m.data(with_bcc), list(envelope), m.envelope_from or m.sender)
+        bcc = mail("B1", "budget-1@example.com", ERIN, (BOB,), at(10, 9, 0), "Budget",
+                   "TAPIR", (BOB,), bcc=(DAVE,))  # fmt: skip
+        bcc = Mail(
+            **{**bcc.__dict__, "copies": (((ERIN,), True), ((BOB,), False), ((DAVE,), False))}
+        )
+        for envelope, with_bcc in bcc.copies:
+            daemon.send(bcc.data(with_bcc), list(envelope), ERIN)
+        procs = {a: login_link(daemon, a) for a in (MALLORY, CHLOE, ERIN)}
+        links = {a: proc.communicate(timeout=30)[0].strip() for a, proc in procs.items()}
+        mallory, chloe, erin = (Reader(daemon, a, links[a]) for a in (MALLORY, CHLOE, ERIN))
+        readers += [mallory, chloe, erin]
+
+        def pk_of(message_id: str) -> tuple[int, int]:
+            with Session(engine) as session:
+                row = session.execute(
+                    select(Message.id, Message.thread_id).where(Message.message_id == message_id)
+                ).one()
+            return int(row.id), int(row.thread_id)
+
+        def queued() -> list[tuple[list[str], bytes]]:
+            from bridge.store.tables import Outbox
+
+            with Session(engine) as session:
+                rows = session.execute(select(Outbox.recipients, Outbox.data)).all()
+            return [(r.recipients.split("\n"), r.data) for r in rows]
+
+        s1, thread = pk_of("salary-1@example.com")
+        hidden = mallory.get(f"/t/{thread}/reply", message=str(s1))
+        missing = mallory.get(f"/t/{thread}/reply", message="999999")
+        assert hidden.status == missing.status == 404
+        asked = f"message={s1}".encode()
+        assert hidden.body.replace(asked, b"message=N") == (
+            missing.body.replace(b"message=999999", b"message=N")
+        )
+        token = re.search(rb'name="csrf_token" value="([^"]+)"', mallory.get("/settings").raw)
+        assert token is not None
+        form = {"csrf_token": token.group(1).decode(), "message": str(s1), "body": "Let me in"}
+        posted = mallory.request("POST", f"/t/{thread}/reply", urlencode(form).encode())
+        assert posted.status == 404
+        mallory.conn.request(
+            "POST",
+            "/api/v1/messages",
+            body=json.dumps({"in_reply_to": "<salary-1@example.com>", "body": "x"}).encode(),
+            headers={
+                "Cookie": "; ".join(f"{k}={v}" for k, v in mallory.cookies.items()),
+                "Content-Type": "application/json",
+                "X-CSRF-Token": token.group(1).decode(),
+            },
+        )
+        api = mallory.conn.getresponse()
+        api_body = api.read()
+        assert api.status == 404, api_body
+        assert queued() == []
+
+        # chloe answers S3 (she was Cc'd): the reply goes to bob and alice, no one else.
+        s3, thread3 = pk_of("salary-3@example.com")
+        token = re.search(rb'name="csrf_token" value="([^"]+)"', chloe.get("/settings").raw)
+        assert token is not None
+        form = {"csrf_token": token.group(1).decode(), "message": str(s3), "body": "QUOKKA"}
+        posted = chloe.request("POST", f"/t/{thread3}/reply", urlencode(form).encode())
+        assert posted.status == 303, posted
+        [(recipients, data)] = queued()
+        assert sorted(recipients) == sorted([ALICE, BOB])
+        assert b"ZEBRAFINCH" not in data and b"PANGOLIN" not in data, "only S3 is quoted"
+        assert mallory.get("/api/v1/search", q="QUOKKA").json()["total_threads"] == 0
+        assert chloe.get("/api/v1/search", q="QUOKKA").json()["total_threads"] == 1
+
+        # erin Bcc'd dave on B1; her reply-all to it does not name dave.
+        b1, thread_b = pk_of("budget-1@example.com")
+        token = re.search(rb'name="csrf_token" value="([^"]+)"', erin.get("/settings").raw)
+        assert token is not None
+        page = erin.get(f"/t/{thread_b}/reply", message=str(b1))
+        assert page.status == 200 and DAVE.encode() not in page.body
+        form = {"csrf_token": token.group(1).decode(), "message": str(b1), "body": "WOMBAT"}
+        assert erin.request("POST", f"/t/{thread_b}/reply", urlencode(form).encode()).status == 303
+        recipients_b = [r for r, d in queued() if b"WOMBAT" in d]
+        assert recipients_b == [[BOB]]
+    finally:
+        for reader in readers:
+            reader.conn.close()
+        daemon.stop()

@@ -189,6 +189,18 @@ class Scheduler:
         except Exception:  # a job failure is logged, the daemon goes on
             log.exception("store maintenance failed")
 
+    def send_now(self) -> None:
+        """Run the outbox job at once: mail a person just wrote goes out without waiting.
+
+        Called from the event loop (a request handler) after the mail is
+        committed; a run already going picks it up or the next one does.
+        """
+        if self.mailer is None or not self._scheduler.running:
+            return
+        job = self._scheduler.get_job("outbox")
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
     def jobs(self) -> list[str]:
         return [job.id for job in self._scheduler.get_jobs()]
 

@@ -28,7 +28,7 @@ from bridge.store import browse
 from bridge.store.browse import MessageDetail, PersonRef, ThreadDetail, ThreadSummary
 from bridge.web.context import language, timezone, viewer
 from bridge.web.feeds import token_viewer
-from bridge.web.keys import config_of, now_of, store_of
+from bridge.web.keys import config_of, now_of, send_now, store_of
 from bridge.web.openapi import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -432,6 +432,7 @@ async def post_message(request: web.Request) -> web.Response:
             raise web.HTTPNotFound() from None
         refusal = {"error": "refused", "message": refused.reason}
         return web.json_response(refusal, status=refused.status)
+    send_now(request)
     message_id = sent.message_id.strip("<>")
     location = f"{PREFIX}/messages/{quote(message_id, safe='@')}"
     answer = {"message_id": message_id, "thread_id": sent.thread_id}

@@ -22,7 +22,7 @@ from bridge.config import Config
 from bridge.signing import Signer
 from bridge.store.runner import StoreRunner
 from bridge.web import admin, api, auth, feeds, reply_page, unsubscribe, views
-from bridge.web.keys import CLOCK, CONFIG, PAGE_CACHE, SIGNER, STORE
+from bridge.web.keys import CLOCK, CONFIG, PAGE_CACHE, SEND_NOW, SIGNER, STORE
 from bridge.web.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.web.middleware import errors, security_headers
 from bridge.web.page_cache import PageCache
@@ -43,6 +43,7 @@ def make_app(
     status: Callable[[], Status],
     config: Callable[[], Config] | None = None,
     signer: Signer | None = None,
+    send_now: Callable[[], None] | None = None,
 ) -> web.Application:
     app = web.Application(
         middlewares=[reply_page.uploads, errors, auth.sessions, auth.csrf],
@@ -56,6 +57,7 @@ def make_app(
     # Without a kept key (tests), sign-ins last as long as the process.
     app[SIGNER] = signer or Signer(secrets.token_bytes(32))
     app[CLOCK] = lambda: datetime.now(UTC)
+    app[SEND_NOW] = send_now or (lambda: None)
     app[PAGE_CACHE] = PageCache()
     app.on_response_prepare.append(security_headers)
     app.router.add_get("/healthz", healthz)

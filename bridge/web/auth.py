@@ -55,6 +55,7 @@ from bridge.web.keys import (
     VIEWER,
     config_of,
     now_of,
+    send_now,
     signer_of,
     store_of,
 )
@@ -363,6 +364,7 @@ async def login_request(request: web.Request) -> web.StreamResponse:
         page.set_status(429)
         page.headers["Retry-After"] = "3600"
         return _no_store(page)
+    send_now(request)  # the person is waiting for it (a no-op without a relay)
     # Without a relay the link only waits in the outbox: say so, the same way for every address.
     mailed = bool(config.outbound.host)
     return _no_store(render(request, "login_sent.html", {"address": address, "mailed": mailed}))

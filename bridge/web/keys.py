@@ -27,6 +27,9 @@ CONFIG: web.AppKey[Callable[[], Config]] = web.AppKey("config")
 SIGNER: web.AppKey[Signer] = web.AppKey("signer", Signer)
 # The current time (aware, UTC): tests move it to expire links and sessions.
 CLOCK: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
+# Called after a request queued mail a person is waiting on (a reply, a
+# sign-in link): the daemon's outbox job runs at once instead of at its poll.
+SEND_NOW: web.AppKey[Callable[[], None]] = web.AppKey("send_now")
 # Rendered page bodies, per reader (bridge.web.page_cache).
 PAGE_CACHE: web.AppKey[PageCache] = web.AppKey("page_cache")
 
@@ -65,3 +68,8 @@ def signer_of(request: web.Request) -> Signer:
 
 def now_of(request: web.Request) -> datetime:
     return request.app[CLOCK]()
+
+
+def send_now(request: web.Request) -> None:
+    """Have the outbox sent now (after the transaction that queued mail committed)."""
+    request.app[SEND_NOW]()

@@ -28,7 +28,7 @@ from bridge.outbound.replies import (
 )
 from bridge.store import browse
 from bridge.web.context import language, render, require_viewer, timezone
-from bridge.web.keys import config_of, now_of, store_of
+from bridge.web.keys import config_of, now_of, send_now, store_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The reply form's fields besides its files, and their room in a request.
@@ -177,4 +177,5 @@ async def post_reply(request: web.Request) -> web.StreamResponse:
         return _form(
             request, viewer, parent, mode, text=text, error=refused.reason, status=refused.status
         )
+    send_now(request)
     raise web.HTTPSeeOther(f"/t/{sent.thread_id}#m{sent.pk}")
