@@ -42,13 +42,14 @@ MATCH_KEYS = (
     "account",
     "flag",
 )
-SPACE_KEYS = ("slug", "name", "members", "visibility", "digest")
+SPACE_KEYS = ("slug", "name", "members", "visibility", "digest", "address")
 DIGEST_FREQUENCIES = ("off", "daily", "weekly")
 VISIBILITIES = ("members", "staff")
 # The flags a rule can match: those the parser sets, not the store's own
 # (an id collision is found when the message is stored, after the rules ran).
 FLAGS = tuple(sorted(v for k, v in vars(Flag).items() if k.isupper() and v != Flag.ID_COLLISION))
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+_ADDRESS = re.compile(r"[^@\s<>(),;:\"]+@[a-z0-9-]+(\.[a-z0-9-]+)+")
 _HEADER_NAME = re.compile(r"[!-9;-~]{1,200}")  # RFC 5322 ftext
 _ADDRESS_MATCHERS: dict[str, type[FromMatcher | ToMatcher | CcMatcher | EnvelopeToMatcher]] = {
     "from": FromMatcher,
@@ -197,7 +198,10 @@ def parse_spaces(value: Any, path: str) -> tuple[Space, ...]:
             raise keys.error(
                 "digest", f"has value {digest!r}: expected one of 'off', 'daily', 'weekly'"
             )
-        spaces.append(Space(slug, name, members, visibility, digest))
+        address = keys.text(item.get("address", ""), "address").strip().lower()
+        if address and not _ADDRESS.fullmatch(address):
+            raise keys.error("address", f"has value {address!r}: expected an address")
+        spaces.append(Space(slug, name, members, visibility, digest, address))
     return tuple(spaces)
 
 

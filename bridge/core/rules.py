@@ -78,7 +78,8 @@ class Space:
 
     `members` holds addresses and `@domain` entries (a domain covers its
     subdomains); `visibility` is "members" (members only) or "staff" (every
-    signed-in member of staff).
+    signed-in member of staff); `address` is the list address people write
+    to to start a discussion in it.
     """
 
     slug: str
@@ -86,6 +87,9 @@ class Space:
     members: Patterns = field(default_factory=Patterns)
     visibility: str = "members"
     digest: str = ""  # the members' default digest frequency; "": [digest].default_frequency
+    # The company's own list or group address for the space: "New discussion"
+    # in the space writes to it (Bridge never expands a list itself). "": none.
+    address: str = ""
 
     def is_member(self, address: str) -> bool:
         return self.members.matches(address.strip().lower())

@@ -1,4 +1,4 @@
-"""A reply written in Bridge: who may send it, what it says, and where it goes.
+"""Mail a person writes in Bridge (a reply, a new discussion): who may send it, what it says.
 
 The reply is built by the one mail builder (`compose.compose_personal`),
 queued in the outbox and stored in its thread in the same transaction, as
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email import policy
 from email.headerregistry import AddressHeader
@@ -54,10 +54,11 @@ _MESSAGE_ID = re.compile(r"<[!-;=?-~]+>")  # printable ASCII without <, > or spa
 class ReplyRefused(Exception):
     """Why a reply is not sent, in words for the person who wrote it; nothing was sent."""
 
-    def __init__(self, reason: str, status: int = 400) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, reason: str, status: int = 400, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason  # a sentence people read, translated where shown
         self.status = status
+        self.detail = detail  # what it is about (an address), shown as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,32 @@ def attribution(parent: Parent, language: str, tz: ZoneInfo) -> str:
     return _("On {date}, {name} wrote:").format(date=when, name=name)
 
 
+def _checked(
+    session: Session,
+    config: Config,
+    viewer: Viewer,
+    text: str,
+    attachments: Sequence[Attachment],
+    now: datetime,
+) -> str:
+    """The writer's address once the text, files, address and rate pass; else ReplyRefused."""
+    web = config.web
+    if not text.strip():
+        raise ReplyRefused("Write something before sending.")
+    if len(text.encode("utf-8", "surrogatepass")) > web.max_reply_bytes:
+        raise ReplyRefused("The reply is too long.", 413)
+    if sum(len(a.data) for a in attachments) > web.max_upload_bytes:
+        raise ReplyRefused("The attached files are too large.", 413)
+    writer = viewer.address.strip().lower()
+    try:
+        parse_address(writer)
+    except AddressError:
+        raise ReplyRefused("Your address cannot send mail.", 403) from None
+    if recent_replies(session, writer, now) >= web.replies_per_minute:
+        raise ReplyRefused("Too many replies in a minute. Wait a moment and send again.", 429)
+    return writer
+
+
 def send_reply(
     session: Session,
     config: Config,
@@ -199,47 +226,139 @@ def send_reply(
     is empty or too long, the files too heavy, the person over their rate,
     or nobody is left to send it to.
     """
-    web = config.web
-    if not text.strip():
-        raise ReplyRefused("Write something before sending.")
-    if len(text.encode("utf-8", "surrogatepass")) > web.max_reply_bytes:
-        raise ReplyRefused("The reply is too long.", 413)
-    if sum(len(a.data) for a in attachments) > web.max_upload_bytes:
-        raise ReplyRefused("The attached files are too large.", 413)
-    replier = viewer.address.strip().lower()
-    try:
-        parse_address(replier)
-    except AddressError:
-        raise ReplyRefused("Your address cannot send mail.", 403) from None
     parent = load_parent(session, viewer, parent_pk)
     if parent is None:
         raise ReplyRefused("No such message.", 404)
-    if recent_replies(session, replier, now) >= web.replies_per_minute:
-        raise ReplyRefused("Too many replies in a minute. Wait a moment and send again.", 429)
+    replier = _checked(session, config, viewer, text, attachments, now)
     chosen = recipients(config, parent, replier, mode)
     if not chosen.everyone:
         raise ReplyRefused("Nobody is left to send this reply to.")
     in_reply_to, references = reply_references(
         parent.message_id, parent.references, parent.in_reply_to
     )
+    said = attribution(parent, language, tz or zone(config.web.default_timezone))
+    return _send(
+        session,
+        config,
+        replier,
+        replier_name,
+        chosen,
+        subject=reply_subject(parent.subject),
+        text=reply_body(text, said, parent.new_text),
+        in_reply_to=in_reply_to,
+        references=references,
+        attachments=attachments,
+        now=now,
+    )
+
+
+MAX_NEW_RECIPIENTS = 50
+
+
+def start_discussion(
+    session: Session,
+    config: Config,
+    viewer: Viewer,
+    *,
+    space: str = "",
+    to: Sequence[str] = (),
+    subject: str,
+    text: str,
+    writer_name: str = "",
+    attachments: Sequence[Attachment] = (),
+    now: datetime,
+) -> Sent:
+    """Check, build, store and queue a new discussion, in the caller's transaction.
+
+    To a space: to its `address` (the company's list), when the writer
+    reads the space (else 404, as for a space that does not exist); the
+    discussion is in the space. To people: each an address the writer
+    already corresponds with (`store.correspondents`) or a colleague (staff).
+    Raises ReplyRefused with nothing stored or queued.
+    """
+    from bridge.core.access import is_staff
+    from bridge.store.correspondents import corresponds_with
+
+    if space:
+        found = next((s for s in config.spaces if s.slug == space), None)
+        if found is None or space not in viewer.spaces:
+            raise ReplyRefused("No such space.", 404)
+        if not found.address:
+            raise ReplyRefused("This space has no address to write to.")
+        addresses = [found.address]
+    else:
+        addresses = []
+        for value in to:
+            address = value.strip().lower()
+            if address and address not in addresses:
+                addresses.append(address)
+    if not subject.strip():
+        raise ReplyRefused("Give the discussion a subject.")
+    writer = _checked(session, config, viewer, text, attachments, now)
+    addresses = [a for a in addresses if a != writer]
+    if not addresses:
+        raise ReplyRefused("Name at least one person to write to.")
+    if len(addresses) > MAX_NEW_RECIPIENTS:
+        raise ReplyRefused("Too many people: write to a space's address instead.")
+    for address in addresses if not space else ():
+        try:
+            parse_address(address)
+        except AddressError:
+            raise ReplyRefused("This is not an email address.", detail=address) from None
+        if not is_staff(address, config.staff_domains) and not corresponds_with(
+            session, viewer, address
+        ):
+            raise ReplyRefused(
+                "Bridge writes only to colleagues and to people of your discussions.",
+                detail=address,
+            )
+    chosen = ReplyRecipients(tuple(Address(name="", address=a) for a in addresses), ())
+    return _send(
+        session,
+        config,
+        writer,
+        writer_name,
+        chosen,
+        subject=subject,
+        text=text.replace("\r\n", "\n").strip("\n") + "\n",
+        attachments=attachments,
+        now=now,
+        space=space or None,
+    )
+
+
+def _send(
+    session: Session,
+    config: Config,
+    writer: str,
+    writer_name: str,
+    chosen: ReplyRecipients,
+    *,
+    subject: str,
+    text: str,
+    in_reply_to: str = "",
+    references: Sequence[str] = (),
+    attachments: Sequence[Attachment],
+    now: datetime,
+    space: str | None = None,
+) -> Sent:
+    """Build the mail (From the bridge or the person, by `send_as`), queue it and store it."""
     bridge_address, domain = config.mail_sender
-    name = replier_name or _known_name(session, replier)
+    name = writer_name or _known_name(session, writer)
     reply_to: tuple[tuple[str, str], ...] = ()
     if config.outbound.send_as == "person":
-        from_address, from_name = replier, name
+        from_address, from_name = writer, name
     else:
-        via = f"{name or replier} via Bridge"
-        from_address, from_name, reply_to = bridge_address, via, ((replier, name),)
-    said = attribution(parent, language, tz or zone(config.web.default_timezone))
-    body = reply_body(text, said, parent.new_text)
+        via = f"{name or writer} via Bridge"
+        from_address, from_name, reply_to = bridge_address, via, ((writer, name),)
     message, data = compose_personal(
         from_address=from_address,
         from_name=from_name,
         reply_to=reply_to,
         to=[(a.address, a.name) for a in chosen.to],
         cc=[(a.address, a.name) for a in chosen.cc],
-        subject=reply_subject(parent.subject),
-        text=body,
+        subject=subject,
+        text=text,
         in_reply_to=in_reply_to,
         references=references,
         attachments=attachments,
@@ -248,17 +367,24 @@ def send_reply(
     )
     message_id = str(message["Message-ID"])
     outbox.enqueue(session, data, recipients=[a.address for a in chosen.everyone], now=now)
-    pk, thread_id = store_own_copy(session, config, data, message_id, replier, now)
+    pk, thread_id = store_own_copy(session, config, data, message_id, writer, now, space)
     return Sent(message_id, thread_id, pk, chosen)
 
 
 def store_own_copy(
-    session: Session, config: Config, data: bytes, message_id: str, sender: str, now: datetime
+    session: Session,
+    config: Config,
+    data: bytes,
+    message_id: str,
+    sender: str,
+    now: datetime,
+    space: str | None = None,
 ) -> tuple[int, int]:
     """Store mail a person wrote in Bridge as their copy; (message pk, thread id).
 
     It takes the one path every message takes (`pipeline`), with the rules,
-    so a space whose rule matches the reply holds it too.
+    so a space whose rule matches the reply holds it too. A discussion
+    started in `space` is in it whatever the rules say of its copy.
     """
     raw = RawMessage(
         data,
@@ -273,6 +399,8 @@ def store_own_copy(
     )
     compressor = Compressor(current_dictionary(session.connection()))
     item = pipeline.prepare(raw, compressor, config.limits.parse_limits(), config.ruleset)
+    if space is not None and item.decision.space is None:
+        item = replace(item, decision=replace(item.decision, space=space))
     outcome = pipeline.store_batch(session, [item], now)[0]
     if outcome not in (pipeline.Outcome.STORED, pipeline.Outcome.MERGED):
         # Never queue mail the store would not show: the transaction is rolled back.

@@ -430,7 +430,7 @@ async def post_message(request: web.Request) -> web.Response:
     except ReplyRefused as refused:
         if refused.status == 404:  # hidden and missing answer alike
             raise web.HTTPNotFound() from None
-        refusal = {"error": "refused", "message": refused.reason}
+        refusal = {"error": "refused", "message": str(refused)}
         return web.json_response(refusal, status=refused.status)
     send_now(request)
     message_id = sent.message_id.strip("<>")

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from bridge.config import Config
 from bridge.signing import Signer
 from bridge.store.runner import StoreRunner
-from bridge.web import admin, api, auth, feeds, reply_page, unsubscribe, views
+from bridge.web import admin, api, auth, feeds, unsubscribe, views, writing
 from bridge.web.keys import CLOCK, CONFIG, PAGE_CACHE, SEND_NOW, SIGNER, STORE
 from bridge.web.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.web.middleware import errors, security_headers
@@ -33,7 +33,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 STATUS: web.AppKey[Callable[[], Status]] = web.AppKey("status")
 STATIC = Path(__file__).parent / "static"
 # Forms and API bodies are small; anything larger is refused with 413 (the
-# reply form, which carries files, has its own limit: reply_page.uploads).
+# reply form, which carries files, has its own limit: writing.uploads).
 MAX_REQUEST_BYTES = 64 * 1024
 
 
@@ -46,7 +46,7 @@ def make_app(
     send_now: Callable[[], None] | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[reply_page.uploads, errors, auth.sessions, auth.csrf],
+        middlewares=[writing.uploads, errors, auth.sessions, auth.csrf],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[STORE] = store
@@ -69,7 +69,7 @@ def make_app(
     admin.add_routes(app)
     unsubscribe.add_routes(app)
     feeds.add_routes(app)
-    reply_page.add_routes(app)
+    writing.add_routes(app)
     return app
 
 

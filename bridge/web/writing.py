@@ -1,11 +1,14 @@
-"""Replying from the viewer: the reply page and the form it sends.
+"""Writing from the viewer: replies, and new discussions; pages that work without JavaScript.
 
 `GET /t/<thread>/reply?message=<pk>&mode=all|sender` shows the message
-answered, the people the reply goes to, a text box and a file field; it
-works without JavaScript. `POST /t/<thread>/reply` sends it
-(`bridge.outbound.replies`) and leads back to the thread, where the reply
-is shown at once. A message the reader may not see answers 404, exactly as
-one that does not exist.
+answered, the people the reply goes to, a text box and a file field;
+`POST /t/<thread>/reply` sends it (`bridge.outbound.replies`) and leads
+back to the thread, where the reply is shown at once. A message the reader
+may not see answers 404, exactly as one that does not exist.
+
+`GET /new?space=<slug>` writes to a space's list address, `GET /new` to
+chosen people (colleagues, or people of the reader's own discussions,
+offered as they type by a `<datalist>`); `POST /new` sends it.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from bridge.outbound.replies import (
     load_parent,
     recipients,
     send_reply,
+    start_discussion,
 )
 from bridge.store import browse
+from bridge.store.correspondents import correspondents
 from bridge.web.context import language, render, require_viewer, timezone
 from bridge.web.keys import config_of, now_of, send_now, store_of
 
@@ -38,6 +43,8 @@ FORM_OVERHEAD = 64 * 1024
 def add_routes(app: web.Application) -> None:
     app.router.add_get(r"/t/{thread_id:\d{1,12}}/reply", reply_form)
     app.router.add_post(r"/t/{thread_id:\d{1,12}}/reply", post_reply)
+    app.router.add_get("/new", new_form)
+    app.router.add_post("/new", post_new)
 
 
 @web.middleware
@@ -46,7 +53,7 @@ async def uploads(request: web.Request, handler: Handler) -> web.StreamResponse:
 
     First in the chain, so the form token check reads the form under this limit.
     """
-    if request.method == "POST" and request.match_info.handler is post_reply:
+    if request.method == "POST" and request.match_info.handler in (post_reply, post_new):
         limits = config_of(request).web
         # Percent-encoded, a text's UTF-8 bytes take up to 3 times their size.
         size = 3 * limits.max_reply_bytes + limits.max_upload_bytes + FORM_OVERHEAD
@@ -141,15 +148,7 @@ async def post_reply(request: web.Request) -> web.StreamResponse:
     mode = _mode(form.get("mode"))
     text = form.get("body", "")
     text = text if isinstance(text, str) else ""
-    files = [
-        Attachment(
-            field.filename or "attachment",
-            field.content_type or "application/octet-stream",
-            field.file.read(),
-        )
-        for field in form.getall("files", [])
-        if isinstance(field, FileField) and field.filename
-    ]
+    files = _files(form)
     parent = await _parent(request, viewer, pk)
     config = config_of(request)
     now = now_of(request)
@@ -176,6 +175,111 @@ async def post_reply(request: web.Request) -> web.StreamResponse:
             raise web.HTTPNotFound() from None
         return _form(
             request, viewer, parent, mode, text=text, error=refused.reason, status=refused.status
+        )
+    send_now(request)
+    raise web.HTTPSeeOther(f"/t/{sent.thread_id}#m{sent.pk}")
+
+
+def _files(form: Any) -> list[Attachment]:
+    return [
+        Attachment(
+            field.filename or "attachment",
+            field.content_type or "application/octet-stream",
+            field.file.read(),
+        )
+        for field in form.getall("files", [])
+        if isinstance(field, FileField) and field.filename
+    ]
+
+
+def _text(form: Any, name: str) -> str:
+    value = form.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+async def new_form(request: web.Request) -> web.StreamResponse:
+    viewer = require_viewer(request)
+    space = _space(request, viewer, request.query.get("space", ""))
+    asked = request.query.get("to", "")
+    return await _new_page(request, viewer, space, to=asked, subject="", text="", error="")
+
+
+def _space(request: web.Request, viewer: Viewer, slug: str) -> Any:
+    """The space written to (None: to people); 404 for one the reader may not read."""
+    if not slug:
+        return None
+    found = next((s for s in config_of(request).spaces if s.slug == slug), None)
+    if found is None or slug not in viewer.spaces or not found.address:
+        raise web.HTTPNotFound()
+    return found
+
+
+async def _new_page(
+    request: web.Request,
+    viewer: Viewer,
+    space: Any,
+    *,
+    to: str,
+    subject: str,
+    text: str,
+    error: str,
+    detail: str = "",
+    status: int = 200,
+) -> web.Response:
+    offered: list[str] = []
+    if space is None:
+        offered = await store_of(request).read(lambda s: correspondents(s, viewer))
+    context = {
+        "space": space,
+        "to": to,
+        "offered": offered,
+        "subject": subject,
+        "text": text,
+        "error": error,
+        "detail": detail,
+    }
+    page = render(request, "new.html", context, status=status)
+    page.headers["Cache-Control"] = "private, no-store"
+    return page
+
+
+async def post_new(request: web.Request) -> web.StreamResponse:
+    viewer = require_viewer(request)
+    form = await request.post()  # read under the raised size limit (uploads)
+    space = _space(request, viewer, _text(form, "space"))
+    to, subject, text = _text(form, "to"), _text(form, "subject"), _text(form, "body")
+    files = _files(form)
+    config, now = config_of(request), now_of(request)
+    addresses = [a for a in to.replace(";", ",").replace("\n", ",").split(",") if a.strip()]
+
+    def write(session: Any) -> Any:
+        return start_discussion(
+            session,
+            config,
+            viewer,
+            space=space.slug if space is not None else "",
+            to=addresses,
+            subject=subject,
+            text=text,
+            attachments=files,
+            now=now,
+        )
+
+    try:
+        sent = await store_of(request).write(write)
+    except ReplyRefused as refused:
+        if refused.status == 404:
+            raise web.HTTPNotFound() from None
+        return await _new_page(
+            request,
+            viewer,
+            space,
+            to=to,
+            subject=subject,
+            text=text,
+            error=refused.reason,
+            detail=refused.detail,
+            status=refused.status,
         )
     send_now(request)
     raise web.HTTPSeeOther(f"/t/{sent.thread_id}#m{sent.pk}")
