@@ -1,4 +1,7 @@
-"""The JSON API under `/api/v1/`: threads, messages, search and spaces, read-only.
+"""The JSON API under `/api/v1/`: threads, messages, search and spaces; the reader's marks.
+
+Reads change nothing; the only writes are the reader's own marks (follow,
+mute, read), which need the session's form token in `X-CSRF-Token`.
 
 Described by `bridge.web.openapi` (served at `/api/v1/openapi.json`). A
 request is the reader's through the session cookie or, for scripts, through
@@ -20,11 +23,12 @@ from aiohttp import web
 
 from bridge.core.access import Viewer
 from bridge.search.engine import SearchHit, search
-from bridge.store import browse
+from bridge.store import browse, marks
 from bridge.store.browse import MessageDetail, PersonRef, ThreadDetail, ThreadSummary
 from bridge.web.context import viewer
 from bridge.web.feeds import token_viewer
-from bridge.web.keys import config_of, store_of
+from bridge.web.keys import config_of, now_of, store_of
+from bridge.web.marks import set_watch
 from bridge.web.openapi import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -170,6 +174,9 @@ def thread_json(summary: ThreadSummary) -> dict[str, Any]:
         "participants": [_person(p) for p in summary.participants],
         "more_participants": summary.more_participants,
         "has_attachment": summary.has_attachment,
+        "unread": summary.unread,
+        "tags": list(summary.tags),
+        "watch": summary.watch or "none",
         "url": f"/t/{summary.id}",
     }
 
@@ -261,6 +268,9 @@ async def list_threads(request: web.Request) -> web.Response:
         "has_attachment": _boolean(request, "has_attachment"),
         "after": _instant(request, "after"),
         "before": _instant(request, "before"),
+        "tag": _text(request, "tag"),
+        # Muted threads are left out, as in the viewer's lists; muted=true: only them.
+        "muted": bool(_boolean(request, "muted")),
     }
     rows, total = await store_of(request).read(
         lambda s: browse.thread_summaries(s, reader, limit=limit, offset=offset, **filters)
@@ -373,6 +383,63 @@ async def list_spaces(request: web.Request) -> web.Response:
     return web.json_response({"spaces": spaces})
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+async def watch_thread(request: web.Request) -> web.Response:
+    """Follow, mute or neither: `{"watch": "follow" | "mute" | "none"}`."""
+    reader = await api_viewer(request)
+    number = _thread_number(request)
+    body = await _json_body(request)
+    choice = body.get("watch")
+    if choice not in ("follow", "mute", "none"):
+        raise _bad('watch must be "follow", "mute" or "none"')
+    stored = "" if choice == "none" else str(choice)
+    now = now_of(request)
+    done = await store_of(request).write(
+        lambda s: set_watch(s, reader, browse.in_range(number), stored, now)
+    )
+    if done is None:
+        raise web.HTTPNotFound()
+    return web.json_response({"thread_id": done, "watch": choice})
+
+
+async def read_thread(request: web.Request) -> web.Response:
+    """Mark the thread read up to the newest message the reader may see."""
+    reader = await api_viewer(request)
+    number = _thread_number(request)
+    now = now_of(request)
+
+    def write(session: Any) -> int | None:
+        current = browse.resolve_thread_id(session, browse.in_range(number))
+        asked = browse.in_range(number) if current is None else current
+        state = marks.thread_states(session, reader, [asked]).get(asked)
+        if current is None or state is None:
+            return None
+        marks.mark_read(session, reader.address, current, state.newest, now)
+        return current
+
+    done = await store_of(request).write(write)
+    if done is None:
+        raise web.HTTPNotFound()
+    return web.json_response({"thread_id": done, "unread": 0})
+
+
+async def read_everything(request: web.Request) -> web.Response:
+    """Mark every thread read (what the reader may see now)."""
+    reader = await api_viewer(request)
+    now = now_of(request)
+    await store_of(request).write(lambda s: marks.mark_all_read(s, reader, now))
+    return web.json_response({"read": True})
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(config_of(request).web.public_url))
 
@@ -384,3 +451,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/messages/{{message_id:.+}}", get_message)
     app.router.add_get(f"{PREFIX}/search", search_threads)
     app.router.add_get(f"{PREFIX}/spaces", list_spaces)
+    app.router.add_post(f"{PREFIX}/threads/{{id}}/watch", watch_thread)
+    app.router.add_post(f"{PREFIX}/threads/{{id}}/read", read_thread)
+    app.router.add_post(f"{PREFIX}/read", read_everything)
