@@ -29,6 +29,9 @@ The attacks:
 7. Hidden reply times: a later reply chloe may not see moves nothing of hers.
 8. References naming ids of two threads mallory cannot see glue them into
    one: the merged thread's old id must stay missing to outsiders.
+9. The reader's marks (a daemon of its own): unread counts, rule tags,
+   follow and mute never reveal a reply the reader was not sent, and
+   following or reading a thread one may not see is a missing thread.
 10. Replies: mallory cannot answer what she cannot see (page, form, API);
    a reply goes to its parent's people only, never to a Bcc recipient.
 
@@ -311,12 +314,19 @@ class Reader:
         self.token = found.group(1).decode()
         self.seen.clear()
 
-    def request(self, method: str, path: str, body: bytes | None = None) -> Answer:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Answer:
         headers = {"Accept-Language": "en"}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers.update(extra or {})
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
         data = response.read()
@@ -331,6 +341,20 @@ class Reader:
 
     def feed(self, path: str) -> Answer:
         return self.get(path, token=self.token)
+
+    def form_token(self) -> str:
+        found = re.search(rb'name="csrf_token" value="([^"]+)"', self.get("/settings").raw)
+        assert found is not None
+        return found.group(1).decode()
+
+    def post(self, path: str, **form: str) -> Answer:
+        return self.request(
+            "POST", path, urlencode({"csrf_token": self.form_token(), **form}).encode()
+        )
+
+    def post_json(self, path: str, value: Any) -> Answer:
+        extra = {"Content-Type": "application/json", "X-CSRF-Token": self.form_token()}
+        return self.request("POST", path, json.dumps(value).encode(), extra)
 
 
 @dataclass
@@ -406,11 +430,11 @@ def iso(value: datetime) -> str:
 
 
 def thread_links(body: bytes) -> set[int]:
-    return {int(x) for x in re.findall(rb'href="/t/(\d+)"', body)}
+    return {int(x) for x in re.findall(rb'href="/t/(\d+)(?:#unread)?"', body)}
 
 
 def ordered_links(body: bytes) -> list[int]:
-    return list(dict.fromkeys(int(x) for x in re.findall(rb'href="/t/(\d+)"', body)))
+    return list(dict.fromkeys(int(x) for x in re.findall(rb'href="/t/(\d+)(?:#unread)?"', body)))
 
 
 def anchors(body: bytes) -> set[int]:
@@ -1016,6 +1040,98 @@ def test_8_references_gluing_threads_open_neither(world: World) -> None:
             page = me.get(f"/t/{old}")
             assert (page.status, page.body) == (404, missing_answers(me)["page"].body), reader
         assert w.readers[BOB].get(f"/t/{old}").status == 308
+
+
+MARK_RULES = """
+[[rules]]
+name = "agenda"
+tags = ["agenda-tag"]
+[rules.match]
+subject = "agenda"
+
+[[rules]]
+name = "bonus"
+tags = ["secret-tag"]
+[rules.match]
+subject = "bonus"
+"""
+
+
+def test_9_marks_and_tags_reveal_no_hidden_reply(tmp_path: Path) -> None:
+    """A daemon of its own: marks are state, and the shared world must keep its answers."""
+    daemon = Bridge(tmp_path, extra=CONFIG + MARK_RULES)
+    daemon.start()
+    readers: list[Reader] = []
+    try:
+        opening = mail(
+            "A1",
+            "agenda-1@example.com",
+            ALICE,
+            (BOB,),
+            at(20, 9, 0),
+            "Offsite agenda",
+            "AARDVARK",
+            (BOB, CHLOE),
+            cc=(CHLOE,),
+        )
+        hush = mail("A2", "agenda-2@example.com", BOB, (ALICE,), at(20, 10, 0),
+                    "Re: Offsite agenda (bonus)", "BONOBO", (ALICE,),
+                    refs=("agenda-1@example.com",))  # fmt: skip
+        for m in (opening, hush):
+            daemon.send(m.data(False), list(m.copies[0][0]), m.sender)
+        procs = {a: login_link(daemon, a) for a in (ALICE, CHLOE, MALLORY)}
+        links = {a: proc.communicate(timeout=30)[0] for a, proc in procs.items()}
+        alice, chloe, mallory = (
+            Reader(daemon, a, links[a].strip()) for a in (ALICE, CHLOE, MALLORY)
+        )
+        readers += [alice, chloe, mallory]
+        (row,) = chloe.get("/api/v1/threads").json()["threads"]
+        tid = row["id"]
+        # Hers: the opening only (alice wrote it), with its tag; never the reply's.
+        assert (row["unread"], row["tags"], row["message_count"]) == (1, ["agenda-tag"], 1)
+        theirs = {t["id"]: t for t in alice.get("/api/v1/threads").json()["threads"]}[tid]
+        assert theirs["unread"] == 1 and theirs["tags"] == ["agenda-tag", "secret-tag"]
+        for page in (chloe.get("/"), chloe.get(f"/t/{tid}"), chloe.get("/search", q="agenda")):
+            assert b"secret-tag" not in page.body and b"BONOBO" not in page.body
+        assert chloe.get("/api/v1/search", q="tag:secret-tag").json()["total_threads"] == 0
+        assert alice.get("/api/v1/search", q="tag:secret-tag").json()["total_threads"] == 1
+        # Opened: read. A later reply she was not sent moves nothing of hers.
+        assert chloe.get("/api/v1/threads").json()["threads"][0]["unread"] == 0
+        later = mail("A3", "agenda-3@example.com", ALICE, (BOB,), at(20, 11, 0),
+                     "Re: Offsite agenda (bonus)", "BUDGERIGAR", (BOB,),
+                     refs=("agenda-1@example.com", "agenda-2@example.com"))  # fmt: skip
+        daemon.send(later.data(False), [BOB], ALICE)
+        assert chloe.get("/api/v1/threads").json()["threads"][0]["unread"] == 0
+        page = chloe.get(f"/t/{tid}")
+        assert b'id="unread"' not in page.body and b"BUDGERIGAR" not in page.body
+        assert alice.get("/api/v1/threads").json()["threads"][0]["unread"] == 1
+        # Mallory: following, muting or reading it is a missing thread, to the byte.
+        for path, value in ((f"/t/{tid}/watch", "follow"), (f"/t/{tid}/watch", "mute")):
+            hidden_answer = mallory.post(path, watch=value)
+            missing = mallory.post("/t/99999999/watch", watch=value)
+            assert hidden_answer.status == missing.status == 404
+            assert hidden_answer.body == missing.body
+        for template, value in (("/api/v1/threads/{}/watch", {"watch": "follow"}),
+                                ("/api/v1/threads/{}/read", {})):  # fmt: skip
+            hidden_answer = mallory.post_json(template.format(tid), value)
+            missing = mallory.post_json(template.format(99999999), value)
+            assert hidden_answer.status == missing.status == 404
+            assert hidden_answer.body == missing.body
+        assert mallory.get("/api/v1/threads", muted="true").json()["threads"] == []
+        assert mallory.get("/api/v1/threads").json()["threads"] == []
+        # Chloe's own marks work on what she sees, through the forms.
+        assert chloe.post(f"/t/{tid}/watch", watch="follow").status == 303
+        assert chloe.get("/api/v1/threads").json()["threads"][0]["watch"] == "follow"
+        assert alice.get("/api/v1/threads").json()["threads"][0]["watch"] == "none"
+        assert chloe.post(f"/t/{tid}/watch", watch="mute").status == 303
+        assert chloe.get("/api/v1/threads").json()["threads"] == []
+        assert tid not in thread_links(chloe.get("/").body)
+        assert tid in thread_links(chloe.get("/", muted="1").body)
+        assert tid in thread_links(alice.get("/").body)
+    finally:
+        for reader in readers:
+            reader.conn.close()
+        daemon.stop()
 
 
 def test_10_replies_open_nothing_and_reach_only_the_parents_people(tmp_path: Path) -> None:

@@ -169,6 +169,8 @@ def build_digest(
     spaced: Iterable[int],
     space_names: Mapping[str, str],
     max_threads: int,
+    followed: Set[int] = frozenset(),
+    muted: Set[int] = frozenset(),
 ) -> DigestContent:
     """The digest of `viewer` for news after `since`.
 
@@ -176,10 +178,15 @@ def build_digest(
     naming them, `spaced` threads with news in spaces they read, most
     messages first (`messages[tid]` are a thread's messages in the window,
     newest first). Only messages the viewer may see and did not write count.
+    Threads the viewer follows come first of all, in their own section;
+    threads they muted are left out.
     """
-    yours = _items(viewer, since, threads, messages, party, space_names)
-    yours.sort(key=_rank)
-    taken = {item.thread_id for item in yours}
+    # Sorted: the same digest whatever order the sets iterate in.
+    yours = _items(
+        viewer, since, threads, messages, sorted((party | followed) - muted), space_names
+    )
+    yours.sort(key=lambda item: (item.thread_id not in followed, *_rank(item)))
+    taken = {item.thread_id for item in yours} | set(muted)
     others: list[DigestItem] = []
     for tid in spaced:
         if tid in taken:

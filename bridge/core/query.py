@@ -41,7 +41,7 @@ MIN_PREFIX_CHARS = 3
 # Control characters mean nothing in a search, and PostgreSQL refuses a NUL
 # in any text parameter (an operator's LIKE pattern, say): they are spaces.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_FILTERS = frozenset({"from", "to", "cc", "filename", "has", "before", "after", "in", "is"})
+_FILTERS = frozenset({"from", "to", "cc", "filename", "has", "before", "after", "in", "is", "tag"})
 _OPERATORS = _FILTERS | {"subject"}
 _URL_SCHEMES = frozenset({"mailto", "tel", "sip", "urn"})
 _ATTACHMENT_WORDS = frozenset({"attachment", "attachments", "attach", "file", "files"})
@@ -132,6 +132,7 @@ class _Builder:
             after=self.after,
             spaces=tuple(self.fields.get("in", ())),
             is_flags=tuple(self.fields.get("is", ())),
+            tags=tuple(self.fields.get("tag", ())),
             hints=tuple(self.hints),
             groups=tuple(self.groups),
             excluded_groups=tuple(self.excluded_groups),
@@ -182,7 +183,7 @@ def _apply_filter(b: _Builder, op: str, value: str, raw: str, negated: bool) -> 
     value = _SPACE_RE.sub(" ", value).strip()
     if negated:
         b.hint('"-{op}:" cannot be negated, ignored', op=op)
-    elif op in ("from", "to", "cc", "filename", "in", "is"):
+    elif op in ("from", "to", "cc", "filename", "in", "is", "tag"):
         value = value.lower().strip("<>")
         if value:
             _append_new(b.fields.setdefault(op, []), value)
@@ -413,7 +414,7 @@ def parse_query(text: str) -> Query:
     `-word` / `-"a phrase"` / `-(a OR b)` / `NOT word` exclude, when anything
     else narrows the search; operators (case-insensitive, values may be
     quoted): `from:` `to:` `cc:` `subject:` `filename:` `has:attachment`
-    `before:` `after:` `in:` `is:`. Dates are `YYYY-MM-DD`, or `YYYY-MM` /
+    `before:` `after:` `in:` `is:` `tag:`. Dates are `YYYY-MM-DD`, or `YYYY-MM` /
     `YYYY` meaning their first day. A word with inner punctuation
     ("jean-pierre", an address) is a phrase.
     """

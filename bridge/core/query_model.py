@@ -83,6 +83,7 @@ class Query:
     after: date | None = None
     spaces: tuple[str, ...] = ()
     is_flags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # rule tags (`tag:NAME`), lower case
     hints: tuple[Hint, ...] = ()
     groups: tuple[Node, ...] = ()
     excluded_groups: tuple[Node, ...] = ()
@@ -105,6 +106,7 @@ class Query:
             or self.after
             or self.spaces
             or self.is_flags
+            or self.tags
         )
 
     def leaves(self) -> Iterator[Match]:

@@ -39,6 +39,7 @@ from bridge.i18n import zone
 from bridge.outbound import outbox
 from bridge.outbound.digest_render import read_frequency_token
 from bridge.signing import Signer
+from bridge.store import marks
 from bridge.store.access import message_facts
 from bridge.store.db import insert_ignore
 from bridge.store.reading import raw_bytes
@@ -84,6 +85,8 @@ class Plan:
     messages: dict[int, list[NewMessage]] = field(default_factory=dict)
     by_party: dict[str, set[int]] = field(default_factory=dict)
     by_space: dict[str, list[int]] = field(default_factory=dict)
+    # Each person's followed and muted threads (bridge.store.marks).
+    watches: dict[str, dict[int, str]] = field(default_factory=dict)
     _merged: dict[frozenset[str], list[int]] = field(default_factory=dict)
 
     def spaced(self, spaces: frozenset[str]) -> list[int]:
@@ -99,6 +102,7 @@ class Plan:
         self, due: Due, space_names: dict[str, str], max_threads: int
     ) -> core.DigestContent:
         person = due.person
+        watch = self.watches.get(person.address, {})
         return core.build_digest(
             person.viewer,
             due.since,
@@ -108,6 +112,8 @@ class Plan:
             self.spaced(person.viewer.spaces),
             space_names,
             max_threads,
+            followed={tid for tid, w in watch.items() if w == marks.FOLLOW},
+            muted={tid for tid, w in watch.items() if w == marks.MUTE},
         )
 
 
@@ -226,6 +232,7 @@ def plan(
     result = Plan(now, due)
     if not result.due:
         return result
+    result.watches = marks.watches(session, [d.person.address for d in result.due])
     start = min(d.since for d in result.due)
     rows = session.execute(
         select(

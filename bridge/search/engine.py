@@ -186,6 +186,10 @@ def _filters(session: Session, query: Query) -> tuple[str, dict[str, Any]]:
         clauses.append("m.sort_date >= :after")
     for i, flag in enumerate(query.is_flags):
         clauses.append(_is_clause(flag.strip().lower(), params, f"is{i}"))
+    for i, tag in enumerate(query.tags):
+        # Rule tags are stored sorted and comma-separated; any case matches.
+        params[f"tag{i}"] = f"%,{_like_escape(tag)},%"
+        clauses.append(f"lower(',' || m.tags || ',') LIKE :tag{i} {_ESCAPE}")
     for i, space in enumerate(query.spaces):
         name = f"space{i}"
         params[name] = space

@@ -25,6 +25,7 @@ from bridge.core.access import Viewer, normalize_address
 from bridge.core.copies import shared_copy
 from bridge.core.normalize import normalize_message_id
 from bridge.core.parse import attachment_data, attachment_parts
+from bridge.store import marks
 from bridge.store.access import (
     NAMING_KINDS,
     ThreadView,
@@ -81,6 +82,10 @@ class ThreadSummary:
     participants: tuple[PersonRef, ...]  # senders, first to write first
     more_participants: int  # senders not in `participants`
     has_attachment: bool
+    # The reader's own marks (bridge.store.marks), over messages they may see.
+    unread: int = 0
+    tags: tuple[str, ...] = ()
+    watch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +160,7 @@ def _listing_having(
     has_attachment: bool | None,
     after: datetime | None,
     before: datetime | None,
+    tag: str | None = None,
 ) -> list[ColumnElement[bool]] | None:
     """HAVING clauses over a thread's visible messages `v`; None when a filter matches nothing.
 
@@ -182,6 +188,11 @@ def _listing_having(
     if has_attachment is not None:
         attached = some(v.c.has_attachment.is_(True))
         having.append(attached if has_attachment else ~attached)
+    if tag is not None:
+        # Tags are stored sorted and comma-separated: `,tag,` inside `,tags,`, any case.
+        literal = tag.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        tagged = func.lower("," + v.c.tags + ",").like(f"%,{literal},%", escape="\\")
+        having.append(some(tagged))
     if after is not None:
         having.append(func.max(v.c.sort_date) >= after)
     if before is not None:
@@ -199,6 +210,8 @@ def thread_summaries(
     has_attachment: bool | None = None,
     after: datetime | None = None,
     before: datetime | None = None,
+    tag: str | None = None,
+    muted: bool | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> tuple[list[ThreadSummary], int]:
@@ -207,7 +220,9 @@ def thread_summaries(
     `space`: threads with a visible message in that space. `person`: threads
     the address wrote in or was sent (To/Cc). `participant`: threads the
     address wrote in. `after` / `before`: the newest visible message at or
-    after / before these instants.
+    after / before these instants. `tag`: threads with a visible message the
+    rules tagged so. `muted`: False leaves out the threads the viewer muted,
+    True keeps only those (None: both).
     """
     arms = visible_arms(
         session,
@@ -218,6 +233,7 @@ def thread_summaries(
         Message.space,
         Message.has_attachment,
         Message.sender_id,
+        Message.tags,
     )
     if arms is None:
         return [], 0
@@ -231,11 +247,15 @@ def thread_summaries(
         has_attachment=has_attachment,
         after=after,
         before=before,
+        tag=tag,
     )
     if having is None:
         return [], 0
     last = func.max(v.c.sort_date).label("last")
     grouped = select(v.c.thread_id, last).group_by(v.c.thread_id)
+    if muted is not None:
+        muting = v.c.thread_id.in_(marks.muted_threads(viewer.address))
+        grouped = grouped.where(muting if muted else ~muting)
     if having:
         grouped = grouped.having(and_(*having))
     total = session.execute(select(func.count()).select_from(grouped.subquery())).scalar()
@@ -259,7 +279,18 @@ def summaries_for(session: Session, viewer: Viewer, thread_ids: list[int]) -> li
             select(Person.id, Person.address, Person.name).where(Person.id.in_(sorted(wanted)))
         )
     }
-    return [_summary(views[tid], people) for tid in thread_ids if tid in views]
+    states = marks.thread_states(session, viewer, list(views))
+    return [
+        _with_state(_summary(views[tid], people), states.get(tid))
+        for tid in thread_ids
+        if tid in views
+    ]
+
+
+def _with_state(summary: ThreadSummary, state: marks.ThreadState | None) -> ThreadSummary:
+    if state is None:
+        return summary
+    return replace(summary, unread=state.unread, tags=state.tags, watch=state.watch)
 
 
 def _summary(view: ThreadView, people: dict[int, PersonRef]) -> ThreadSummary:

@@ -68,6 +68,7 @@ def export_rows(session: Session, viewer: Viewer | None = None) -> Iterator[dict
                 "attachments": details["attachments"].get(view.pk, []),
                 "deliveries": details["deliveries"].get(view.pk, []),
                 "flags": list(view.flags),
+                "tags": details["tags"].get(view.pk, []),
             }
 
 
@@ -90,13 +91,17 @@ def _details(
     session: Session, pks: list[int], viewer: Viewer | None
 ) -> dict[str, dict[int, list[Any]]]:
     out: dict[str, dict[int, list[Any]]] = {
-        k: defaultdict(list) for k in ("aliases", "to", "cc", "attachments", "deliveries")
+        k: defaultdict(list) for k in ("aliases", "to", "cc", "attachments", "deliveries", "tags")
     }
     if not pks:
         return out
-    canonical = dict(
-        session.execute(select(Message.id, Message.message_id).where(Message.id.in_(pks))).all()
-    )
+    canonical: dict[int, str] = {}
+    for pk, message_id, tags in session.execute(
+        select(Message.id, Message.message_id, Message.tags).where(Message.id.in_(pks))
+    ):
+        canonical[pk] = message_id
+        # The rule tags of the message itself: sorted, as stored.
+        out["tags"][pk] = [t for t in (tags or "").split(",") if t]
     for pk, alias in session.execute(
         select(MessageId.message_pk, MessageId.message_id)
         .where(MessageId.message_pk.in_(pks))

@@ -462,3 +462,36 @@ class StoreTask(Base):
     position: Mapped[int] = mapped_column(BigInteger, default=0)
     done: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ThreadMark(Base):
+    """One reader's marks on one thread: how far they read it, and follow or mute.
+
+    `read_upto` is the `messages.arrival` of the newest message they may see
+    that they had when they last opened the thread: what arrived after it is
+    unread. `watch` is "" (nothing said), "follow" or "mute".
+    """
+
+    __tablename__ = "thread_marks"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    thread_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    read_upto: Mapped[int] = mapped_column(BigInteger, default=0)
+    watch: Mapped[str] = mapped_column(String(8), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReaderMark(Base):
+    """A reader's marks on everything: "mark all read", and a version for kept pages.
+
+    `read_upto`: every message that arrived up to it is read, in any thread.
+    `version` moves with every change of the reader's marks (here or in
+    `thread_marks`), so a page kept for them is never shown with old ones.
+    """
+
+    __tablename__ = "reader_marks"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    read_upto: Mapped[int] = mapped_column(BigInteger, default=0)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,4 +1,7 @@
-"""The JSON API under `/api/v1/`: threads, messages, search and spaces; replies.
+"""The JSON API under `/api/v1/`: threads, messages, search, spaces; replies and read marks.
+
+Reads change nothing; the writes are replies and the reader's own marks
+(follow, mute, read).
 
 Described by `bridge.web.openapi` (served at `/api/v1/openapi.json`). A
 request is the reader's through the session cookie or, for scripts that
@@ -24,11 +27,12 @@ from aiohttp import web
 from bridge.core.access import Viewer
 from bridge.outbound.replies import ReplyRefused, send_reply
 from bridge.search.engine import SearchHit, search
-from bridge.store import browse
+from bridge.store import browse, marks
 from bridge.store.browse import MessageDetail, PersonRef, ThreadDetail, ThreadSummary
 from bridge.web.context import language, timezone, viewer
 from bridge.web.feeds import token_viewer
 from bridge.web.keys import config_of, now_of, send_now, store_of
+from bridge.web.marks import set_watch
 from bridge.web.openapi import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -66,6 +70,21 @@ async def api_viewer(request: web.Request) -> Viewer:
             return by_token
         raise _unauthorized("the bearer token is not valid (revoked, or not ours)")
     raise _unauthorized("sign in, or send Authorization: Bearer <your feed token>")
+
+
+def api_writer(request: web.Request) -> Viewer:
+    """The reader of a write: signed in by cookie (the form token was checked); else 401.
+
+    A request naming any Authorization is refused (403): a feed token sits
+    in feed readers and URLs, so it only ever reads.
+    """
+    if request.headers.get("Authorization", "").strip():
+        body = json.dumps({"error": "forbidden", "message": "a feed token only reads"})
+        raise web.HTTPForbidden(text=body, content_type="application/json")
+    found = viewer(request)
+    if found is None:
+        raise _unauthorized("sign in to write")
+    return found
 
 
 # --- parameters ----------------------------------------------------------------
@@ -174,6 +193,9 @@ def thread_json(summary: ThreadSummary) -> dict[str, Any]:
         "participants": [_person(p) for p in summary.participants],
         "more_participants": summary.more_participants,
         "has_attachment": summary.has_attachment,
+        "unread": summary.unread,
+        "tags": list(summary.tags),
+        "watch": summary.watch or "none",
         "url": f"/t/{summary.id}",
     }
 
@@ -265,6 +287,9 @@ async def list_threads(request: web.Request) -> web.Response:
         "has_attachment": _boolean(request, "has_attachment"),
         "after": _instant(request, "after"),
         "before": _instant(request, "before"),
+        "tag": _text(request, "tag"),
+        # Muted threads are left out, as in the viewer's lists; muted=true: only them.
+        "muted": bool(_boolean(request, "muted")),
     }
     rows, total = await store_of(request).read(
         lambda s: browse.thread_summaries(s, reader, limit=limit, offset=offset, **filters)
@@ -377,18 +402,70 @@ async def list_spaces(request: web.Request) -> web.Response:
     return web.json_response({"spaces": spaces})
 
 
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise _bad("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise _bad("the body must be a JSON object")
+    return body
+
+
+async def watch_thread(request: web.Request) -> web.Response:
+    """Follow, mute or neither: `{"watch": "follow" | "mute" | "none"}`."""
+    reader = api_writer(request)
+    number = _thread_number(request)
+    body = await _json_body(request)
+    choice = body.get("watch")
+    if choice not in ("follow", "mute", "none"):
+        raise _bad('watch must be "follow", "mute" or "none"')
+    stored = "" if choice == "none" else str(choice)
+    now = now_of(request)
+    done = await store_of(request).write(
+        lambda s: set_watch(s, reader, browse.in_range(number), stored, now)
+    )
+    if done is None:
+        raise web.HTTPNotFound()
+    return web.json_response({"thread_id": done, "watch": choice})
+
+
+async def read_thread(request: web.Request) -> web.Response:
+    """Mark the thread read up to the newest message the reader may see."""
+    reader = api_writer(request)
+    number = _thread_number(request)
+    now = now_of(request)
+
+    def write(session: Any) -> int | None:
+        current = browse.resolve_thread_id(session, browse.in_range(number))
+        asked = browse.in_range(number) if current is None else current
+        state = marks.thread_states(session, reader, [asked]).get(asked)
+        if current is None or state is None:
+            return None
+        marks.mark_read(session, reader.address, current, state.newest, now)
+        return current
+
+    done = await store_of(request).write(write)
+    if done is None:
+        raise web.HTTPNotFound()
+    return web.json_response({"thread_id": done, "unread": 0})
+
+
+async def read_everything(request: web.Request) -> web.Response:
+    """Mark every thread read (what the reader may see now)."""
+    reader = api_writer(request)
+    now = now_of(request)
+    await store_of(request).write(lambda s: marks.mark_all_read(s, reader, now))
+    return web.json_response({"read": True})
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.json_response(openapi_document(config_of(request).web.public_url))
 
 
 async def post_message(request: web.Request) -> web.Response:
     """A reply: JSON `{"in_reply_to", "body", "mode"}` → 201 `{"message_id", "thread_id"}`."""
-    if request.headers.get("Authorization", "").strip():
-        body = json.dumps({"error": "forbidden", "message": "a feed token only reads"})
-        raise web.HTTPForbidden(text=body, content_type="application/json")
-    reader = viewer(request)
-    if reader is None:
-        raise _unauthorized("sign in to write")
+    reader = api_writer(request)
     if request.content_type != "application/json":
         raise _bad("send the reply as application/json")
     try:
@@ -447,3 +524,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(f"{PREFIX}/messages", post_message)
     app.router.add_get(f"{PREFIX}/search", search_threads)
     app.router.add_get(f"{PREFIX}/spaces", list_spaces)
+    app.router.add_post(f"{PREFIX}/threads/{{id}}/watch", watch_thread)
+    app.router.add_post(f"{PREFIX}/threads/{{id}}/read", read_thread)
+    app.router.add_post(f"{PREFIX}/read", read_everything)

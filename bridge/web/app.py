@@ -21,7 +21,7 @@ from sqlalchemy import text
 from bridge.config import Config
 from bridge.signing import Signer
 from bridge.store.runner import StoreRunner
-from bridge.web import admin, api, auth, feeds, unsubscribe, views, writing
+from bridge.web import admin, api, auth, feeds, marks, unsubscribe, views, writing
 from bridge.web.keys import CLOCK, CONFIG, PAGE_CACHE, SEND_NOW, SIGNER, STORE
 from bridge.web.metrics import CONTENT_TYPE_LATEST, Metrics
 from bridge.web.middleware import errors, security_headers
@@ -65,6 +65,7 @@ def make_app(
     app.router.add_static("/static", STATIC, append_version=False)
     auth.add_routes(app)
     views.add_routes(app)
+    marks.add_routes(app)
     api.add_routes(app)
     admin.add_routes(app)
     unsubscribe.add_routes(app)

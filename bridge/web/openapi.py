@@ -1,8 +1,8 @@
 """The OpenAPI 3.1 document of the JSON API, served at `/api/v1/openapi.json`.
 
 Written by hand as data: the aiohttp generators (aiohttp-apispec, aiohttp-swagger)
-are unmaintained and would tie the handlers to marshmallow schemas for five
-read-only routes. Schemathesis checks the handlers against this document.
+are unmaintained and would tie the handlers to marshmallow schemas for a
+handful of routes. Schemathesis checks the handlers against this document.
 """
 
 from __future__ import annotations
@@ -67,6 +67,21 @@ SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "id": {"type": "integer"},
+            "unread": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "In lists: messages the reader may see, did not write, and "
+                "that arrived since they last opened the thread (or marked all read).",
+            },
+            "tags": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "In lists: the rule tags of the messages the reader may see.",
+            },
+            "watch": {
+                "enum": ["follow", "mute", "none"],
+                "description": "In lists: whether the reader follows or muted the thread.",
+            },
             "subject": {"type": "string"},
             "space": {"type": ["string", "null"]},
             "private": {
@@ -314,18 +329,59 @@ def _post_reply() -> dict[str, Any]:
             },
             # Writing takes the session and its form token (X-CSRF-Token); never a feed token.
             "security": [{"session": []}],
-            "parameters": [
-                {
-                    "name": "X-CSRF-Token",
-                    "in": "header",
-                    "required": True,
-                    "schema": {"type": "string"},
-                    "description": "The session's form token (in every page's forms).",
-                }
-            ],
+            "parameters": [_CSRF_HEADER],
         }
     }
 
+
+def _post(
+    summary: str,
+    ok: dict[str, Any],
+    parameters: list[dict[str, Any]],
+    errors: tuple[int, ...],
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A write of the reader's own marks: a session and its form token in `X-CSRF-Token`."""
+    responses = {"200": ok} | {str(s): {"$ref": f"#/components/responses/E{s}"} for s in errors}
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "parameters": [*parameters, _CSRF_HEADER],
+        "responses": responses,
+        "security": [{"session": []}],
+    }
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return {"post": operation}
+
+
+_CSRF_HEADER = {
+    "name": "X-CSRF-Token",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The session's form token (the `csrf_token` of the viewer's forms).",
+}
+_WATCH_BODY = {
+    "type": "object",
+    "required": ["watch"],
+    "properties": {"watch": {"enum": ["follow", "mute", "none"]}},
+}
+_WATCH_ANSWER = {
+    "type": "object",
+    "required": ["thread_id", "watch"],
+    "properties": {
+        "thread_id": {"type": "integer"},
+        "watch": {"enum": ["follow", "mute", "none"]},
+    },
+}
+_READ_ANSWER = {
+    "type": "object",
+    "required": ["thread_id", "unread"],
+    "properties": {"thread_id": {"type": "integer"}, "unread": {"type": "integer"}},
+}
 
 _LIST_PARAMETERS = [
     _query("space", {"type": "string"}, "Only threads of this space."),
@@ -337,6 +393,12 @@ _LIST_PARAMETERS = [
     _query("has_attachment", {"type": "boolean"}, "Only threads with (true) an attachment."),
     _query("after", _DAY_OR_TIME, "Only threads active at or after this time."),
     _query("before", _DAY_OR_TIME, "Only threads active before this time."),
+    _query("tag", {"type": "string"}, "Only threads with a message the rules tagged so."),
+    _query(
+        "muted",
+        {"type": "boolean"},
+        "true: only the threads the reader muted; false (the default): all but those.",
+    ),
     _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, "Page size."),
     _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "Threads to skip."),
 ]
@@ -365,7 +427,7 @@ _SEARCH_PARAMETERS = [
         "`a OR b c` is `(a OR b) c`), parentheses (one level), prefixes (`contra*`, "
         '3 letters at least), -word / -"phrase" / -(a OR b) to exclude (with '
         "anything else narrowing the search, operators included), from:, to:, cc:, "
-        "subject:, in:space, has:attachment, filename:, is:, before:, after:. "
+        "subject:, in:space, has:attachment, filename:, is:, tag:, before:, after:. "
         "What cannot be read is searched as words and explained in `hints`.",
     },
     _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_SEARCH_PAGE}, "1-based."),
@@ -378,6 +440,11 @@ def openapi_document(base_url: str = "") -> dict[str, Any]:
     responses = {
         "E400": error | {"description": "A parameter is malformed or out of range."},
         "E401": error | {"description": "Not signed in, and no valid bearer token."},
+        "E403": error
+        | {
+            "description": "A write without the session's form token in X-CSRF-Token "
+            "(writes need a signed-in session)."
+        },
         "E404": error
         | {"description": "Missing, or not visible to the reader: the two look the same."},
         "Refused": error
@@ -388,7 +455,8 @@ def openapi_document(base_url: str = "") -> dict[str, Any]:
         "info": {
             "title": "Bridge viewer API",
             "version": "1",
-            "description": "The discussions a person may see, and replies to them. "
+            "description": "The discussions a person may see, replies to them, and the "
+            "reader's own marks (follow, mute, read). "
             f"Search pages hold {SEARCH_PAGE_SIZE} threads. Dates are UTC.",
         },
         "paths": {
@@ -422,6 +490,33 @@ def openapi_document(base_url: str = "") -> dict[str, Any]:
                 _json(_ref("SpaceList"), "The spaces."),
                 [],
                 (401,),
+            ),
+            "/api/v1/threads/{id}/watch": _post(
+                "Follow a thread (first in the digest), mute it (out of lists and digest), "
+                "or neither",
+                _json(_WATCH_ANSWER, "What the reader now does with the thread."),
+                [_THREAD_ID],
+                (400, 401, 403, 404),
+                _WATCH_BODY,
+            ),
+            "/api/v1/threads/{id}/read": _post(
+                "Mark a thread read up to the newest message the reader may see",
+                _json(_READ_ANSWER, "The thread, read."),
+                [_THREAD_ID],
+                (401, 403, 404),
+            ),
+            "/api/v1/read": _post(
+                "Mark every thread read",
+                _json(
+                    {
+                        "type": "object",
+                        "required": ["read"],
+                        "properties": {"read": {"type": "boolean"}},
+                    },
+                    "Done.",
+                ),
+                [],
+                (401, 403),
             ),
         },
         "components": {

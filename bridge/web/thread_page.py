@@ -27,7 +27,7 @@ from bridge.core.html import (
 )
 from bridge.core.message import Flag
 from bridge.i18n import translator
-from bridge.store import browse
+from bridge.store import browse, marks
 from bridge.store.access import visible_message_ids
 from bridge.web.context import (
     feed_url,
@@ -37,7 +37,7 @@ from bridge.web.context import (
     require_viewer,
     templates,
 )
-from bridge.web.keys import CSP_IMG, store_of
+from bridge.web.keys import CSP_IMG, now_of, store_of
 from bridge.web.page_cache import Rendered, cache_of, reading_key
 
 
@@ -133,28 +133,54 @@ async def thread(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     flat = request.query.get("view") == "flat"
     remote = request.query.get("images") == "1"
-    # Readers who see the same messages of the same thread share its body.
-    key = ("thread", current, stamp, seen, own, flat, remote, *reading_key(request))
+    # What this reader has not read yet (of the messages they may see), before
+    # this visit marks it read: the body's `#unread` anchor depends on it.
+    state = await store_of(request).read(
+        lambda s: marks.thread_states(s, viewer, [current]).get(current)
+    )
+    unread = state.unread_pks if state is not None else ()
+    # Readers who see the same messages of the same thread, with the same
+    # unread ones, share its body.
+    key = ("thread", current, stamp, seen, own, unread, flat, remote, *reading_key(request))
     kept = cache_of(request).get(key)
     if kept is None:
         detail = await store_of(request).read(lambda s: browse.thread_detail(s, viewer, current))
         if detail is None:
             raise web.HTTPNotFound()
-        kept = _render_body(request, detail, flat, remote)
+        kept = _render_body(request, detail, flat, remote, frozenset(unread))
         cache_of(request).put(key, kept)
+    if state is not None and state.newest > state.read_upto:
+        # Read up to the newest message they may see as this page shows it: one
+        # that arrives meanwhile stays unread.
+        now = now_of(request)
+        await store_of(request).write(
+            lambda s: marks.mark_read(s, viewer.address, current, state.newest, now)
+        )
     if kept.csp_img:
         request[CSP_IMG] = kept.csp_img
     feed = feed_url(request, f"/feeds/t/{current}.atom")
-    context = {"title": kept.title, "body": Markup(kept.body), "feed": feed}
+    context = {
+        "title": kept.title,
+        "body": Markup(kept.body),
+        "feed": feed,
+        "thread_id": current,
+        "watch": state.watch if state is not None else "",
+    }
     return render(request, "thread.html", context)
 
 
 def _render_body(
-    request: web.Request, detail: browse.ThreadDetail, flat: bool, remote: bool
+    request: web.Request,
+    detail: browse.ThreadDetail,
+    flat: bool,
+    remote: bool,
+    unread: frozenset[int] = frozenset(),
 ) -> Rendered:
     messages, shown, origins = _prepare(detail, remote)
     if flat:
         messages = detail.by_date()
+    # The first unread message in the order shown carries `#unread`.
+    first_unread = next((m.pk for m in messages if m.pk in unread), None)
     values = page_context(request)
     values.update(
         {
@@ -164,6 +190,8 @@ def _render_body(
             "flat": flat,
             "remote": remote,
             "any_remote": any(s.remote_images for s in shown.values()),
+            "first_unread": first_unread,
+            "tags": sorted({t for m in detail.messages for t in m.tags}),
         }
     )
     body = templates.get_template("_thread_body.html").render(values)

@@ -20,7 +20,7 @@ from bridge.core.query import Hint, parse_query
 from bridge.i18n import translator
 from bridge.search import search
 from bridge.search.engine import SearchResults
-from bridge.store import browse
+from bridge.store import browse, marks
 from bridge.web import downloads, thread_page
 from bridge.web.context import feed_url, language, render, require_viewer, timezone
 from bridge.web.keys import config_of, store_of
@@ -73,8 +73,12 @@ def pages(total: int, page: int, size: int) -> dict[str, int]:
 async def _kept(
     request: web.Request, *key: Hashable
 ) -> tuple[tuple[Hashable, ...], Rendered | None]:
-    """The cache key of a listing or search page (data: the whole store), and its kept page."""
-    stamp = await store_of(request).read(browse.store_stamp)
+    """The cache key of a listing or search page (data: the whole store, and the
+    reader's own marks: unread, follow, mute), and its kept page."""
+    address = require_viewer(request).address
+    stamp = await store_of(request).read(
+        lambda s: (browse.store_stamp(s), marks.version(s, address))
+    )
     full = (*key, stamp, *reader_key(request))
     return full, cache_of(request).get(full)
 
@@ -92,14 +96,21 @@ def _keep(
 
 async def home(request: web.Request) -> web.Response:
     viewer = require_viewer(request)
-    key, kept = await _kept(request, "home")
+    # `?muted=1`: the threads the reader muted (left out of every other list).
+    muted = request.query.get("muted", "") in ("1", "on", "yes", "true")
+    key, kept = await _kept(request, "home", muted)
     if kept is not None:
         return respond(request, kept)
     rows, total = await store_of(request).read(
-        lambda s: browse.thread_summaries(s, viewer, limit=PAGE_SIZE)
+        lambda s: browse.thread_summaries(s, viewer, muted=muted, limit=PAGE_SIZE)
     )
     spaces = [sp for sp in config_of(request).spaces if sp.slug in viewer.spaces]
-    return _keep(request, key, "home.html", {"threads": rows, "total": total, "spaces": spaces})
+    return _keep(
+        request,
+        key,
+        "home.html",
+        {"threads": rows, "total": total, "spaces": spaces, "muted": muted},
+    )
 
 
 async def space(request: web.Request) -> web.Response:
@@ -111,6 +122,7 @@ async def space(request: web.Request) -> web.Response:
     page = page_number(request)
     sender = request.query.get("from", "").strip()[:320]
     attachment = request.query.get("attachment", "") in ("1", "on", "yes", "true")
+    tag = request.query.get("tag", "").strip()[:100]
     after, before = _day(request, "after"), _day(request, "before")
     rows, total = await store_of(request).read(
         lambda s: browse.thread_summaries(
@@ -121,6 +133,8 @@ async def space(request: web.Request) -> web.Response:
             has_attachment=True if attachment else None,
             after=_day_start(request, after),
             before=_day_start(request, before),
+            tag=tag or None,
+            muted=False,
             limit=PAGE_SIZE,
             offset=(page - 1) * PAGE_SIZE,
         )
@@ -128,6 +142,7 @@ async def space(request: web.Request) -> web.Response:
     filters: dict[str, Any] = {
         "from": sender,
         "attachment": attachment,
+        "tag": tag,
         "after": after.isoformat() if after else "",
         "before": before.isoformat() if before else "",
     }
@@ -178,16 +193,23 @@ async def search_page(request: web.Request) -> web.Response:
         return respond(request, kept)
     results = None
     names: dict[str, str] = {}
+    states: dict[int, marks.ThreadState] = {}
     if text.strip():
 
-        def find(s: Session) -> tuple[SearchResults, dict[str, str]]:
+        def find(
+            s: Session,
+        ) -> tuple[SearchResults, dict[str, str], dict[int, marks.ThreadState]]:
             found = search(
                 s, text, limit=SEARCH_PAGE_SIZE, offset=(page - 1) * SEARCH_PAGE_SIZE, viewer=viewer
             )
-            # Senders by name, one query for the page.
-            return found, browse.display_names(s, [hit.sender for hit in found.hits])
+            # Senders by name, one query for the page; the reader's unread and tags.
+            return (
+                found,
+                browse.display_names(s, [hit.sender for hit in found.hits]),
+                marks.thread_states(s, viewer, [hit.thread_id for hit in found.hits]),
+            )
 
-        results, names = await store_of(request).read(find)
+        results, names, states = await store_of(request).read(find)
     found = results.hints if results is not None else parse_query(text).hints
     _ = translator(language(request))
     hints = [_(h.template).format(**h.values) if isinstance(h, Hint) else str(h) for h in found]
@@ -200,6 +222,7 @@ async def search_page(request: web.Request) -> web.Response:
             "query": text,
             "results": results,
             "names": names,
+            "states": states,
             "hints": hints,
             "pager": pages(total, page, SEARCH_PAGE_SIZE),
             "pager_query": {"q": text},

@@ -791,3 +791,11 @@ def test_highlight_is_a_marked_piece_of_the_text(text: str, query: str, width: i
     collapsed = re.sub(r"\s+", " ", text)
     assert plain.strip("…").strip() in collapsed
     assert snippet.count("\x01") == snippet.count("\x02")
+
+
+def test_tag_operator_reads_rule_tags_in_lower_case() -> None:
+    query = parse_query('tag:Urgent tag:"two words" budget')
+    assert query.tags == ("urgent", "two words") and query.terms == ("budget",)
+    assert not parse_query("tag:urgent").is_empty()
+    negated = parse_query("budget -tag:urgent")
+    assert negated.tags == () and any("cannot be negated" in h for h in negated.hints)

@@ -16,7 +16,7 @@ from email.utils import getaddresses
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, String, cast, select, update
 from sqlalchemy.orm import Session
 
 from bridge import pipeline
@@ -25,7 +25,9 @@ from bridge.core.access import Viewer, viewer_for
 from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
 from bridge.ingest.files import run_import
+from bridge.store import marks
 from bridge.store.access import (
+    person_id,
     visible_message_ids,
     visible_messages,
     visible_thread_ids,
@@ -230,3 +232,25 @@ def test_new_mail_shows_at_once_to_the_people_it_names(store: Engine) -> None:
     with Session(store) as session:
         welcome = find_thread_id(session, "welcome.1@enron.com")
         assert visible_thread_ids(session, newcomer) == {welcome}
+
+
+@pytest.mark.parametrize("address", sorted(MATRIX))
+def test_unread_counts_and_tags_come_from_visible_messages_only(
+    store: Engine, address: str
+) -> None:
+    """Every message gets a tag of its own: a reader is shown exactly the tags, and
+    counted exactly the unread messages, of the messages the rule lets them see."""
+    with Session(store) as session, session.begin():
+        session.execute(update(Message).values(tags="t" + cast(Message.id, String)))
+    with Session(store) as session:
+        who = viewer(address)
+        expected = expected_messages(session, who)
+        rows = session.execute(select(Message.id, Message.thread_id, Message.sender_id)).all()
+        me = person_id(session, address)
+        states = marks.thread_states(session, who, [tid for _pk, tid, _s in rows])
+        assert set(states) == {tid for pk, tid, _s in rows if pk in expected}
+        for tid, state in states.items():
+            mine = {pk for pk, t, _s in rows if t == tid and pk in expected}
+            assert set(state.tags) == {f"t{pk}" for pk in mine}
+            unread = {pk for pk, t, s in rows if t == tid and pk in expected and s != me}
+            assert set(state.unread_pks) == unread and state.unread == len(unread)

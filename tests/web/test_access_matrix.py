@@ -391,7 +391,7 @@ class Reader:
 
 
 def thread_links(body: bytes) -> set[int]:
-    return {int(x) for x in re.findall(rb'href="/t/(\d+)"', body)}
+    return {int(x) for x in re.findall(rb'href="/t/(\d+)(?:#unread)?"', body)}
 
 
 def anchors(body: bytes) -> set[int]:

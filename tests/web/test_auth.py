@@ -541,7 +541,9 @@ async def test_without_sso_configured_the_header_means_nothing(
 SIGNED_IN_POSTS = ["/logout", "/settings", "/settings/feeds", "/language", "/login/confirm"]
 
 
-@pytest.mark.parametrize("path", [*SIGNED_IN_POSTS, "/login", "/admin/quarantine/1/retry"])
+@pytest.mark.parametrize(
+    "path", [*SIGNED_IN_POSTS, "/login", "/admin/quarantine/1/retry", "/read", "/t/1/watch"]
+)
 async def test_every_post_without_the_form_token_is_refused(
     sqlite_engine: Engine, make_site: MakeSite, path: str
 ) -> None:

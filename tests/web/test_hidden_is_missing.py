@@ -18,7 +18,8 @@ from urllib.parse import quote
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session
 
-from bridge.store.tables import Attachment, Message, Person
+from bridge.store.tables import Attachment, Message, Person, ThreadMark
+from tests.web.auth_helpers import form_token
 from tests.web.support import ENRON, MIME, imported, sign_in, viewer_app
 
 READER = "outside.analyst@example.org"  # member of "gas": sees SoCal, nothing of West
@@ -95,3 +96,41 @@ async def test_hidden_and_missing_run_the_same_statements(
             assert first[0] == second[0] == 404, kind
             assert first[1] == second[1], kind
             assert first[2] == second[2], f"{kind}: {first[2]} != {second[2]}"
+
+
+async def test_following_or_reading_a_hidden_thread_is_a_missing_one(
+    engine: Engine, aiohttp_client: Any
+) -> None:
+    """The reader's marks (follow, mute, read) on a hidden thread: the same 404, the
+    same statements as on a missing one, and nothing written."""
+    config = imported(engine, [ENRON, MIME / "cpython-test_email-data"])
+    app = viewer_app(engine, config)
+    client = await aiohttp_client(app)
+    headers = sign_in(app, READER)
+    home = await client.get("/", headers=headers)
+    token = form_token(await home.text())
+    west = hidden_objects(engine)["thread"].rsplit("/", 1)[1]
+    asks: list[tuple[str, dict[str, Any]]] = [
+        ("/t/{}/watch", {"data": {"csrf_token": token, "watch": "follow"}}),
+        ("/t/{}/watch", {"data": {"csrf_token": token, "watch": "mute"}}),
+        ("/api/v1/threads/{}/watch", {"json": {"watch": "follow"}}),
+        ("/api/v1/threads/{}/read", {}),
+    ]
+    for template, body in asks:
+        answers = []
+        for thread in (west, "987654", west, "987654"):
+            with statements(engine) as ran:
+                response = await client.post(
+                    template.format(thread),
+                    headers={**headers, "X-CSRF-Token": token},
+                    allow_redirects=False,
+                    **body,
+                )
+                text = (await response.read()).replace(template.format(thread).encode(), b"PATH")
+            answers.append((response.status, text, list(ran)))
+        for first, second in ((answers[0], answers[1]), (answers[2], answers[3])):
+            assert first[0] == second[0] == 404, template
+            assert first[1] == second[1], template
+            assert first[2] == second[2], f"{template}: {first[2]} != {second[2]}"
+    with Session(engine) as session:
+        assert session.execute(select(ThreadMark)).first() is None

@@ -51,7 +51,7 @@ def same_page(a: tuple[int, str], b: tuple[int, str]) -> bool:
 
 
 def thread_links(body: str) -> set[int]:
-    return {int(n) for n in re.findall(r'class="subject" href="/t/(\d+)"', body)}
+    return {int(n) for n in re.findall(r'class="subject" href="/t/(\d+)(?:#unread)?"', body)}
 
 
 async def test_home_shows_each_reader_their_threads(site: tuple[Client, Engine]) -> None:

@@ -93,7 +93,7 @@ async def test_search_page_results_and_counts_by_reader(client: Client) -> None:
         assert response.status == 200
         body = await response.text()
         total = re.search(r'<p class="total">(\d+|1) discussion', body)
-        hits = re.findall(r'<li class="result">', body)
+        hits = re.findall(r'<li class="result"[ >]', body)
         found[who] = (int(total.group(1)) if total else -1, len(hits))
     assert found["thomas.moll@sysgo.com"] == (1, 1)
     assert found["pallen@enron.com"] == (2, 2)
