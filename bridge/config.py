@@ -177,6 +177,10 @@ class WebConfig:
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+def _reply_days(value: int) -> str | None:
+    return None if 0 <= value <= 3650 else "must be between 0 and 3650"
+
+
 @dataclass(frozen=True, slots=True)
 class DigestConfig:
     """Digests by email: when they go out and what a person gets by default."""
@@ -191,6 +195,8 @@ class DigestConfig:
     ] = "monday"
     # How many threads of each kind a digest lists at most.
     max_threads: int = field(default=25, metadata=_check(_positive))
+    # Days a digest's "reply by email" address stays valid (0: no reply links).
+    reply_days: int = field(default=30, metadata=_check(_reply_days))
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from bridge.config import Config, ListenerConfig, SmtpConfig, load_config
 from bridge.core.message import LoadRaw, RawMessage
 from bridge.errors import ConfigError, StartupError
 from bridge.group_commit import GroupCommit
+from bridge.ingest.digest_replies import DigestReplies
 from bridge.ingest.imap import ImapStatus, SessionStore, run_imap
 from bridge.ingest.smtp import BridgeHandler, ConnectionGuard, session_factory, tls_context
 from bridge.outbound.keys import signing_key
@@ -103,6 +104,7 @@ class Daemon:
         self.guard.on_change = self.metrics.session
         self.metrics.smtp_active.set_function(lambda: len(self.guard.sessions))
         self.committer: GroupCommit | None = None
+        self.replies: DigestReplies | None = None  # mail to digest reply addresses
         self.smtp_bound: list[Bound] = []
         self.web_bound: Bound | None = None
         self._servers: list[asyncio.Server] = []
@@ -172,18 +174,20 @@ class Daemon:
         )
         self.committer.start()
         self._tls = _tls_context(smtp.tls_cert, smtp.tls_key) if smtp.tls_cert else None
+        key = await self.store.write(lambda s: signing_key(s, self.config, datetime.now(UTC)))
+        signer = Signer(key)
+        self.replies = DigestReplies(self.store, lambda: self.config, signer)
         for index, listener in enumerate(smtp.listeners):
             await self._listen(listener, self._tls, f"smtp.listeners[{index}]")
         self._start_imap()
         for service in self.services:
             await service.start()
-        key = await self.store.write(lambda s: signing_key(s, self.config, datetime.now(UTC)))
         app = make_app(
             self.store,
             self.metrics,
             self.health_status,
             config=lambda: self.config,
-            signer=Signer(key),
+            signer=signer,
             send_now=self.scheduler.send_now,
         )
         self._web = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -215,7 +219,12 @@ class Daemon:
     async def _listen(self, listener: ListenerConfig, context: Any, key: str) -> None:
         location = f"{listener.protocol}://{listener.host}:{listener.port}"
         handler = BridgeHandler(
-            self.deliver, self._smtp_settings, location, listener.protocol, self._spill_dir()
+            self.deliver,
+            self._smtp_settings,
+            location,
+            listener.protocol,
+            self._spill_dir(),
+            replies=self.replies,
         )
         factory = session_factory(handler, self.guard, self._smtp_settings, context)
         loop = asyncio.get_running_loop()

@@ -8,11 +8,14 @@ use), so every process sharing the database signs alike.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 SESSION, FEED, UNSUBSCRIBE = "session", "feed", "unsubscribe"
+DIGEST_REPLY = "digest-reply"
 
 
 class Signer:
@@ -32,6 +35,11 @@ class Signer:
             return URLSafeSerializer(self._key, salt=purpose).loads(token)
         except BadSignature:
             return None
+
+    def mac(self, purpose: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` under a key derived for `purpose` (compact tokens)."""
+        key = hmac.new(self._key, b"bridge-mac:" + purpose.encode("utf-8"), hashlib.sha256)
+        return hmac.new(key.digest(), data, hashlib.sha256).digest()
 
     def sign_timed(self, purpose: str, payload: Any) -> str:
         return URLSafeTimedSerializer(self._key, salt=purpose).dumps(payload)

@@ -34,6 +34,10 @@ The attacks:
    following or reading a thread one may not see is a missing thread.
 10. Replies: mallory cannot answer what she cannot see (page, form, API);
    a reply goes to its parent's people only, never to a Bcc recipient.
+11. A reply mailed to someone else's digest reply address (bob's, for a
+   message of the salary thread): refused whether mallory sends it as
+   herself, forges only the From header, or forges the envelope only;
+   nothing is stored or queued.
 
 Plus: payroll mail made private by a rule in the staff-open "hr" space is
 seen by its parties only, while the space's open mail is seen by all staff.
@@ -51,11 +55,12 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import smtplib
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime as rfc2822
 from functools import cache
 from html import escape
@@ -65,18 +70,30 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from bridge.core.copies import shared_copy
+from bridge.core.reply_address import make_token, reply_address
 from bridge.i18n import format_datetime
+from bridge.outbound.keys import SIGNING_SECRET
+from bridge.signing import DIGEST_REPLY, Signer
 from bridge.store.db import make_engine
-from bridge.store.tables import Delivery, Message, MessageId, Thread, ThreadRedirect
+from bridge.store.tables import (
+    Delivery,
+    Message,
+    MessageId,
+    Outbox,
+    Secret,
+    Thread,
+    ThreadRedirect,
+)
 from tests.daemon_support import Bridge
 
 CONFIG = """
 [bridge]
 staff_domains = ["example.com"]
+address = "bridge@example.com"
 
 [[spaces]]
 slug = "hr"
@@ -1232,3 +1249,55 @@ def test_10_replies_open_nothing_and_reach_only_the_parents_people(tmp_path: Pat
         for reader in readers:
             reader.conn.close()
         daemon.stop()
+
+
+def test_11_a_forged_reply_to_someone_elses_digest_address_is_refused(world: World) -> None:
+    w = world
+    with Session(w.engine) as session:
+        key = session.execute(
+            select(Secret.value).where(Secret.name == SIGNING_SECRET)
+        ).scalar_one()
+        before = (
+            session.execute(select(func.count()).select_from(Message)).scalar_one(),
+            session.execute(select(func.count()).select_from(Delivery)).scalar_one(),
+        )
+    signer = Signer(key)
+    expires = datetime.now(UTC).date() + timedelta(days=30)
+    token = make_token(lambda d: signer.mac(DIGEST_REPLY, d), w.pk["S4"], BOB, expires)
+    bobs = reply_address("bridge@example.com", token)
+    assert bobs is not None
+    local, _, domain = bobs.partition("@")
+    guessed = f"{local[:-4]}{'aaaa' if local[-4:] != 'aaaa' else 'bbbb'}@{domain}"
+
+    def forged(sender: str) -> bytes:
+        return (
+            f"From: {sender}\r\nTo: {bobs}\r\nSubject: Re: {SALARY}\r\n"
+            "Message-ID: <forged-reply@example.com>\r\n\r\nPay mallory instead. WALRUS\r\n"
+        ).encode()
+
+    def dialogue(envelope: str, header: str, to: str) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", w.daemon.smtp_port, timeout=10) as client:
+            client.ehlo()
+            client.mail(envelope)
+            code, text = client.rcpt(to)
+            if code != 250:
+                return code, text
+            return client.data(forged(header))
+
+    as_herself = dialogue(MALLORY, MALLORY, bobs)
+    assert as_herself[0] == 550 and as_herself[1].startswith(b"5.7.1"), as_herself
+    from_forged = dialogue(MALLORY, BOB, bobs)
+    assert from_forged[0] == 550, from_forged
+    envelope_forged = dialogue(BOB, MALLORY, bobs)
+    assert envelope_forged[0] == 550 and envelope_forged[1].startswith(b"5.7.1"), envelope_forged
+    assert b"From header" in envelope_forged[1]
+    tampered = dialogue(MALLORY, MALLORY, guessed)
+    assert tampered[0] == 550 and tampered[1].startswith(b"5.1.1"), tampered
+    with Session(w.engine) as session:
+        after = (
+            session.execute(select(func.count()).select_from(Message)).scalar_one(),
+            session.execute(select(func.count()).select_from(Delivery)).scalar_one(),
+        )
+        queued = session.execute(select(func.count()).select_from(Outbox)).scalar_one()
+    assert after == before and queued == 0, "nothing stored, nothing sent"
+    hidden(w, MALLORY, "S4")

@@ -16,6 +16,12 @@ in as an argument, never from the host name or the clock.
 - An auto-reply (RFC 3834 headers, or an out-of-office subject) to a
   Message-ID at the bridge's domain answers a digest: own mail too, and so
   is an "unsubscribe" mailed to the bridge's address (a digest's mailto).
+- Mail to a digest's reply address (`bridge+r.<token>@...`) is answered
+  over SMTP/LMTP only (`ingest/digest_replies.py`); a copy of it arriving
+  another way (journaling, a Sent folder) is own mail too: its words are
+  already in the reply Bridge sent on.
+- `automatic` says why a message was written by a machine (a bounce, an
+  auto-reply, bulk mail): such mail to a reply address is never sent on.
 - Other auto-replies (RFC 3834) and bounces (RFC 3464) are not decided here: the
   parser flags them (`Flag.AUTO_REPLY`, `Flag.BOUNCE`), the store keeps
   them flagged, and rules may match on those flags.
@@ -27,6 +33,7 @@ import re
 from dataclasses import dataclass
 
 from bridge.core.message import Flag, ParsedMessage
+from bridge.core.reply_address import is_reply_address
 
 # The header the bridge puts on every message it sends. Its value is the
 # bridge's Message-ID domain, so two bridges of two companies mailing each
@@ -79,7 +86,11 @@ def own_mail(parsed: ParsedMessage, identity: Identity) -> str | None:
             # Auto-Submitted from our own address: a digest that came back
             # through a list or a forward with its headers stripped.
             return f"Auto-Submitted from {identity.address}"
-    return auto_reply_to_own_mail(parsed, identity) or unsubscribe_request(parsed, identity)
+    return (
+        auto_reply_to_own_mail(parsed, identity)
+        or unsubscribe_request(parsed, identity)
+        or digest_reply(parsed, identity)
+    )
 
 
 def _is_person_mail(value: str) -> bool:
@@ -138,4 +149,36 @@ def unsubscribe_request(parsed: ParsedMessage, identity: Identity) -> str | None
         return None
     if any(a.address == identity.address for a in (*parsed.to, *parsed.cc)):
         return f"unsubscribe request to {identity.address}"
+    return None
+
+
+def digest_reply(parsed: ParsedMessage, identity: Identity) -> str | None:
+    """Why this is a reply by mail to a digest (sent to a reply address), or None."""
+    if not identity.address:
+        return None
+    if any(is_reply_address(a.address, identity.address) for a in (*parsed.to, *parsed.cc)):
+        return f"reply by mail to a digest of {identity.address}"
+    return None
+
+
+# Precedence values of mail no person wrote to one correspondent (RFC 3834 2, 5.1).
+_MACHINE_PRECEDENCE = ("bulk", "junk", "list", "auto_reply")
+
+
+def automatic(parsed: ParsedMessage) -> str | None:
+    """Why this message was written by a machine, not a person, or None.
+
+    A delivery status notification (RFC 3464), an RFC 3834 auto-reply
+    (`Auto-Submitted` other than "no", `X-Autoreply`), `Precedence` bulk,
+    junk or list, or an out-of-office subject.
+    """
+    if Flag.BOUNCE in parsed.flags:
+        return "a bounce: a delivery status report"
+    if Flag.AUTO_REPLY in parsed.flags:
+        return "an automatic reply"
+    precedence = (parsed.header("Precedence") or "").strip().lower()
+    if precedence in _MACHINE_PRECEDENCE:
+        return f"Precedence: {precedence}"
+    if _AUTO_SUBJECT.search(parsed.subject or ""):
+        return "an out-of-office subject"
     return None

@@ -5,6 +5,11 @@ are committed to the store. LMTP answers once per accepted recipient after
 the data (RFC 2033), so Postfix or Exim can retry exactly the ones that
 failed. A `ConnectionGuard` caps connections (globally and per client
 address) and answers `421` beyond the caps and while the daemon shuts down.
+Mail to a digest's reply addresses (`bridge+r.<token>@...`) is never stored
+as ordinary mail: `DigestReplies` checks it at RCPT and sends it on as the
+person's reply after DATA; over SMTP such an address takes a transaction of
+its own (`452 4.5.3` for any other recipient), over LMTP each recipient
+gets its own answer.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
 from bridge.config import SmtpConfig
 from bridge.core.message import LoadRaw, Provenance, RawMessage
 from bridge.ingest import spool
+from bridge.ingest.digest_replies import Accepted, Answer, DigestReplies
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,26 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 SESSION_TOO_LONG = "421 4.4.2 Session time limit exceeded, closing connection"
 LINE_TOO_LONG = "500 5.5.2 Line too long"
+# Digest reply addresses (`ingest/digest_replies.py`); `{reason}` is in plain English.
+BAD_REPLY_ADDRESS = "550 5.1.1 Bad reply address: {reason}"
+NOT_YOUR_REPLY_ADDRESS = "550 5.7.1 Reply refused: {reason}"
+REPLY_SENT = "250 2.0.0 Reply sent to the discussion"
+REPLY_DROPPED = "250 2.0.0 Accepted and dropped ({reason}): never sent on"
+REPLY_REFUSED = "550 5.7.0 Reply not sent: {reason}"
+REPLY_TOO_BIG = "552 5.3.4 Reply not sent: {reason}"
+REPLY_LATER = "451 4.7.1 Reply not sent yet: {reason}"
+# SMTP has one answer per transaction: a reply address takes one of its own
+# (RFC 5321 4.5.3.1.10: the client sends the recipients refused 452 again).
+REPLY_ALONE = "452 4.5.3 A reply address takes a transaction of its own, send the rest again"
+_REPLY_CODES = {
+    "sent": REPLY_SENT,
+    "dropped": REPLY_DROPPED,
+    "bad-address": BAD_REPLY_ADDRESS,
+    "not-yours": NOT_YOUR_REPLY_ADDRESS,
+    "refused": REPLY_REFUSED,
+    "too-big": REPLY_TOO_BIG,
+    "later": REPLY_LATER,
+}
 # aiosmtpd's own answers at the end of a DATA it refused, and what Bridge says instead
 # (once per accepted recipient over LMTP, so the client stays in step).
 _DATA_REFUSALS = {
@@ -68,6 +94,12 @@ def unusable_address(address: str) -> bool:
     return any(ord(c) < 0x20 or ord(c) == 0x7F or 0xD800 <= ord(c) <= 0xDFFF for c in address)
 
 
+def reply_code(answer: Answer) -> str:
+    """The reply line for a digest reply's `answer` (ASCII, one line)."""
+    reason = answer.reason.rstrip(".").encode("ascii", "replace").decode("ascii")
+    return _REPLY_CODES[answer.kind].format(reason=" ".join(reason.split()))
+
+
 def lmtp_reply(address: str, reply: str) -> str:
     """One LMTP per-recipient reply line: the status with the recipient named."""
     code, _, text = reply.partition(" ")
@@ -88,8 +120,10 @@ class BridgeHandler:
         listener: str,
         protocol: str,
         spill_dir: str = "",
+        replies: DigestReplies | None = None,
     ) -> None:
         self.deliver = deliver
+        self.replies = replies  # mail to digest reply addresses; None: no such addresses
         self.settings = settings
         self.listener = listener
         self.protocol = protocol
@@ -123,13 +157,29 @@ class BridgeHandler:
             return TOO_MANY_RECIPIENTS
         if not self.accepts(address):
             return NO_SUCH_USER
+        found = self.replies.recipient(address, envelope.mail_from or "") if self.replies else None
+        if isinstance(found, Answer):
+            return reply_code(found)
+        replies = _replies(envelope)
+        if self.protocol == "smtp" and envelope.rcpt_tos and (found or replies):
+            return REPLY_ALONE  # a reply address and anything else: two transactions
+        if found is not None:
+            replies[address] = found
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(options)
         return RECIPIENT_OK
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        replies = _replies(envelope)
+        ordinary = [rcpt for rcpt in envelope.rcpt_tos if rcpt not in replies]
+        answers: dict[str, str] = {}
         try:
-            reply = await self._store(session, envelope)
+            if ordinary:
+                reply = await self._store(session, envelope, ordinary)
+                answers.update(dict.fromkeys(ordinary, reply))
+            for rcpt, accepted in replies.items():
+                # Each reply address is answered alone: one may be sent, another refused.
+                answers[rcpt] = await self._reply(envelope, accepted)
         except Exception as exc:  # any failure here is answered, per recipient for LMTP
             log.error(
                 "%s DATA from %s failed: %s: %s",
@@ -138,31 +188,42 @@ class BridgeHandler:
                 type(exc).__name__,
                 exc,
             )
-            reply = TEMPORARY_FAILURE
+            answers = {rcpt: answers.get(rcpt, TEMPORARY_FAILURE) for rcpt in envelope.rcpt_tos}
         if self.protocol == "lmtp":
             # RFC 2033: one reply per accepted recipient, whatever happened.
-            return "\r\n".join(lmtp_reply(rcpt, reply) for rcpt in envelope.rcpt_tos)
-        return reply
+            return "\r\n".join(
+                lmtp_reply(rcpt, answers.get(rcpt, TEMPORARY_FAILURE)) for rcpt in envelope.rcpt_tos
+            )
+        # SMTP: either ordinary recipients alone or one reply address (see handle_RCPT).
+        return answers.get(envelope.rcpt_tos[0], TEMPORARY_FAILURE)
 
-    async def _store(self, session: Session, envelope: Envelope) -> str:
+    async def _reply(self, envelope: Envelope, accepted: Accepted) -> str:
+        """Send mail to a digest reply address on as the person's reply; the reply line."""
+        assert self.replies is not None  # nothing is Accepted without it
+        spooled = getattr(envelope, "spool", None)
+        if isinstance(spooled, spool.Spool) and spooled.spilled:
+            data = await asyncio.to_thread(spooled.read)
+        else:
+            data = _content(envelope)
+        answer = await self.replies.answer(accepted, envelope.mail_from or "", data)
+        return reply_code(answer)
+
+    async def _store(self, session: Session, envelope: Envelope, rcpts: list[str]) -> str:
         key = f"{self.protocol}:{uuid.uuid4().hex}"  # a queue id: each accepted copy is a delivery
         provenance = Provenance(
             self.protocol,
             self.listener,
-            ",".join(envelope.rcpt_tos),
+            ",".join(rcpts),
             key,
             envelope.mail_from,
-            tuple(envelope.rcpt_tos),
+            tuple(rcpts),
         )
         spooled = getattr(envelope, "spool", None)
         message: RawMessage | LoadRaw
         if isinstance(spooled, spool.Spool) and spooled.spilled:
             message = lambda: RawMessage(spooled.read(), provenance)  # noqa: E731
         else:
-            data: Any = envelope.original_content or envelope.content or b""
-            if isinstance(data, str):
-                data = data.encode("utf-8", "surrogateescape")
-            message = RawMessage(data, provenance)
+            message = RawMessage(_content(envelope), provenance)
         try:
             await self.deliver(message)
         except Exception as exc:
@@ -181,6 +242,22 @@ class BridgeHandler:
         # Never `500` with internals: the client gets a temporary failure and retries.
         log.error("%s session error: %s: %s", self.protocol, type(error).__name__, error)
         return TEMPORARY_FAILURE
+
+
+def _replies(envelope: Envelope) -> dict[str, Accepted]:
+    """The digest reply addresses accepted in this transaction, by recipient."""
+    found = getattr(envelope, "replies", None)
+    if not isinstance(found, dict):  # an envelope aiosmtpd made itself
+        found = {}
+        envelope.replies = found  # type: ignore[attr-defined]
+    return found
+
+
+def _content(envelope: Envelope) -> bytes:
+    data: Any = envelope.original_content or envelope.content or b""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    return bytes(data)
 
 
 def _peer(session: Session | None) -> str:
@@ -267,6 +344,7 @@ class SpooledEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.spool: spool.Spool | None = None
+        self.replies: dict[str, Accepted] = {}  # digest reply addresses among rcpt_tos
 
 
 class GuardedSMTP(SMTP):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -19,9 +19,11 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from bridge.core.digest import DigestContent, DigestItem, first_lines
+from bridge.core.reply import reply_subject
+from bridge.core.reply_address import make_token, reply_address
 from bridge.i18n import Translate, format_datetime, translator
 from bridge.outbound.compose import compose
-from bridge.signing import UNSUBSCRIBE, Signer
+from bridge.signing import DIGEST_REPLY, UNSUBSCRIBE, Signer
 
 TEMPLATES = Path(__file__).parent / "templates"
 THREAD_PATH = "/t/{id}"
@@ -126,6 +128,28 @@ def _spaces(names: list[str], _: Translate) -> str:
 
 
 ItemCache = dict[tuple[DigestItem, str, str], dict[str, str]]
+ReplyAddress = Callable[[DigestItem], str | None]
+
+
+def reply_addresses(signer: Signer, base: str, address: str, expires: date) -> ReplyAddress:
+    """Each item's reply address for `address`: `base`'s `+r.<token>` sub-address.
+
+    The token names the person, the item's newest message they may see (the
+    one a reply answers) and its last valid day; see `core/reply_address.py`.
+    """
+
+    def mac(data: bytes) -> bytes:
+        return signer.mac(DIGEST_REPLY, data)
+
+    def made(item: DigestItem) -> str | None:
+        return reply_address(base, make_token(mac, item.newest_pk, address, expires))
+
+    return made
+
+
+def mailto(address: str, subject: str) -> str:
+    """A `mailto:` URL (RFC 6068) to `address` with `subject`."""
+    return f"mailto:{address}?{urlencode({'subject': subject}, quote_via=quote)}"
 
 
 def render(
@@ -135,11 +159,13 @@ def render(
     base_url: str,
     signer: Signer,
     cache: ItemCache | None = None,
+    reply: ReplyAddress | None = None,
 ) -> Rendered:
     """The subject, text and HTML of `content` for `reader`.
 
     `cache` keeps each thread's rendered lines by language and zone across
-    the people of one run (most share the same threads).
+    the people of one run (most share the same threads); `reply` gives each
+    thread's reply address for this reader (None: no reply links).
     """
     _ = translator(reader.language)
     base = base_url.rstrip("/")
@@ -168,7 +194,12 @@ def render(
         shown = cache.get(key)
         if shown is None:
             shown = cache[key] = view(found)
-        return shown
+        address = reply(found) if reply is not None else None
+        if address is None:
+            return shown
+        # Per reader, so never in the cache.
+        link = mailto(address, reply_subject(found.subject))
+        return {**shown, "reply": link, "reply_address": address}
 
     sections = [
         {"heading": heading, "threads": [item(i) for i in items]}
@@ -242,9 +273,10 @@ def digest_message(
     message_id_domain: str,
     now: datetime,
     cache: ItemCache | None = None,
+    reply: ReplyAddress | None = None,
 ) -> tuple[EmailMessage, bytes]:
     """The digest mail and its wire bytes (RFC 2369 list headers, RFC 8058 one-click)."""
-    rendered = render(content, reader, snippets, base_url, signer, cache)
+    rendered = render(content, reader, snippets, base_url, signer, cache, reply)
     # The same signed token as the link: a mailed "unsubscribe" cannot be forged.
     mailto = f"mailto:{from_address}?subject={quote('unsubscribe ' + rendered.unsubscribe_token)}"
     headers = {

@@ -19,7 +19,7 @@ from bridge.config import Config
 from bridge.errors import AddressError, ConfigError
 from bridge.i18n import zone
 from bridge.outbound.compose import parse_address
-from bridge.outbound.digest_render import ItemCache, Reader, digest_message
+from bridge.outbound.digest_render import ItemCache, Reader, digest_message, reply_addresses
 from bridge.outbound.digests import (
     EMPTY,
     FAILED,
@@ -121,6 +121,10 @@ def prepare(
             zone(person.timezone, config.web.default_timezone),
             person.frequency,
         )
+        reply = None
+        if config.bridge.address and config.digest.reply_days:
+            expires = found.now.date() + timedelta(days=config.digest.reply_days)
+            reply = reply_addresses(signer, config.bridge.address, person.address, expires)
         try:
             message, data = digest_message(
                 content,
@@ -132,6 +136,7 @@ def prepare(
                 message_id_domain=domain,
                 now=found.now,
                 cache=cache,
+                reply=reply,
             )
         except (AddressError, ValueError) as exc:
             log.warning("digest for %r not sent: %s", person.address, exc)
