@@ -100,7 +100,7 @@ def clean_text(value: str, limit: int) -> str:
     decode them when the header is set (and Python 3.11 before 3.11.10 would
     then write a decoded CR LF out as a line break).
     """
-    value = _decode_words(value)
+    value = _decode_words(without_lone_surrogates(value))
     chars = [" " if unicodedata.category(c)[0] in "CZ" and c != " " else c for c in value]
     text = _SPACES.sub(" ", "".join(chars)).strip()
     if len(text) > limit:
@@ -348,9 +348,16 @@ def _wrap(content: str, width: int) -> list[str]:
     return pieces
 
 
+def without_lone_surrogates(text: str) -> str:
+    """`text` with any half of a UTF-16 pair left alone (JSON can carry one) as U+FFFD."""
+    if text.isascii():
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 def _body_text(text: str) -> str:
     # One line-end style; a lone CR would otherwise end a line on some hops only.
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = without_lone_surrogates(text).replace("\r\n", "\n").replace("\r", "\n")
     return body if body.endswith("\n") else body + "\n"
 
 

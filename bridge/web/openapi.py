@@ -290,6 +290,10 @@ def _get(
     }
 
 
+# Something besides white space, as Python counts it (\x1c-\x1f and \x85 too).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85]"
+
+
 def _post_reply() -> dict[str, Any]:
     """`POST /api/v1/messages`: a reply, sent as reply-all or to the sender."""
     request = {
@@ -298,12 +302,12 @@ def _post_reply() -> dict[str, Any]:
         "properties": {
             "in_reply_to": {
                 "type": "string",
-                "pattern": r"\S",
+                "pattern": NOT_BLANK,
                 "description": "The Message-ID answered, with or without angle brackets.",
             },
             "body": {
                 "type": "string",
-                "pattern": r"\S",
+                "pattern": NOT_BLANK,
                 "description": "The reply's text (plain text); the parent is quoted after it.",
             },
             "mode": {"enum": ["all", "sender"], "default": "all"},

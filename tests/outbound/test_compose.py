@@ -274,3 +274,8 @@ def test_flowed_text_wraps_long_lines_and_reads_back_whole() -> None:
     assert joined[0] == paragraph.strip()
     assert joined[1] == "From now on"
     assert joined[2] == ">" + ("quoted " + "word " * 30).strip()
+
+
+def test_half_a_surrogate_pair_from_json_goes_out_as_a_replacement_character() -> None:
+    message = strict(personal(text="Prix \ud965 net\n", subject="Re: \udc30 Budget"))
+    assert "\ufffd" in message.get_content() and "\ufffd" in str(message["Subject"])
