@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,20 @@ def prepare(db: str, key: bytes, readers: int) -> dict[str, Any]:
 # ------------------------------------------------------------------ probing
 
 
+async def open_loop(rate: float, seconds: float, send: Callable[[int], Awaitable[None]]) -> None:
+    """Request n leaves at n / rate seconds, whatever came back before; waits for them all."""
+    tasks = []
+    start = time.perf_counter()
+    n = 0
+    while (due := n / rate) < seconds:
+        wait = start + due - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(send(n)))
+        n += 1
+    await asyncio.gather(*tasks)
+
+
 async def probe(base: str, cookie: str, paths: dict[str, list[str]], rate: float, seconds: float):
     """Open-loop: each request leaves on its schedule; latencies per kind, errors."""
     import aiohttp
@@ -223,18 +238,11 @@ async def probe(base: str, cookie: str, paths: dict[str, list[str]], rate: float
             except (aiohttp.ClientError, TimeoutError):
                 errors[kind] += 1
 
-        tasks = []
-        start = time.perf_counter()
-        i = 0
-        while (due := i / rate) < seconds:
-            wait = start + due - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        def send(i: int) -> Awaitable[None]:
             kind = kinds[i % len(kinds)]
-            path = paths[kind][(i // len(kinds)) % len(paths[kind])]
-            tasks.append(asyncio.create_task(one(kind, path)))
-            i += 1
-        await asyncio.gather(*tasks)
+            return one(kind, paths[kind][(i // len(kinds)) % len(paths[kind])])
+
+        await open_loop(rate, seconds, send)
 
     def pct(values: list[float], q: int) -> float | None:
         if len(values) < 2:
@@ -304,6 +312,18 @@ def wrk(
         "errors": errors,
         "non_2xx": raw["status"],
     }
+
+
+def paced_delay_ms(rate: float, connections: int, unloaded: dict[str, Any]) -> int:
+    """The pause each paced wrk connection takes between answers to send about `rate` req/s.
+
+    Each connection waits `delay` between answers: C / (delay + latency) ≈ rate.
+    The latency allowance is the pages' own time alone (`unloaded`: `solo`
+    figures per page kind) plus wrk's turnaround.
+    """
+    alone = [figures["p50_ms"] or 0.0 for figures in unloaded.values()]
+    allowance = 5 + sum(alone) / len(alone)
+    return max(0, round(connections * 1000 / max(1.0, rate) - allowance))
 
 
 # -------------------------------------------------------------- page weight
@@ -470,12 +490,7 @@ def main() -> int:
             "search": solo(base, cookie, search_paths),
         }
         probe_rate = args.probe_rate
-        # Each paced connection waits `delay` between answers: C / (delay + latency) ≈ rate.
-        # The latency allowance is the pages' own time alone plus wrk's turnaround.
-        paced = max(1.0, args.rate - probe_rate)
-        alone = [unloaded[k]["p50_ms"] or 0.0 for k in ("thread", "search")]
-        allowance = 5 + sum(alone) / len(alone)
-        delay_ms = max(0, round(args.connections * 1000 / paced - allowance))
+        delay_ms = paced_delay_ms(args.rate - probe_rate, args.connections, unloaded)
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
             json.dump(
                 {

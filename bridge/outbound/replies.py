@@ -155,18 +155,33 @@ def _ids(head: object, name: str) -> tuple[str, ...]:
 
 
 def recipients(config: Config, parent: Parent, replier: str, mode: ReplyMode) -> ReplyRecipients:
-    """Who the reply goes to: never the replier, the bridge, or anyone the parent Bcc'd."""
+    """Who the reply goes to: never the replier, the bridge, or anyone the parent Bcc'd.
+
+    Nor an address no mail can be sent to (list archives mangle them:
+    "ripley at stats.ox.ac.uk", "r|p|ey@end|ng"): the mail builder would refuse it.
+    """
     bridge_address, _domain = config.mail_sender
     own = [bridge_address, config.bridge.address, config.outbound.from_address]
     return reply_recipients(
         mode,
         replier,
-        sender=parent.sender,
-        reply_to=parent.reply_to,
-        to=parent.to,
-        cc=parent.cc,
+        sender=_sendable(parent.sender),
+        reply_to=_sendable(parent.reply_to),
+        to=_sendable(parent.to),
+        cc=_sendable(parent.cc),
         own_addresses=[a for a in own if a],
     )
+
+
+def _sendable(addresses: tuple[Address, ...]) -> tuple[Address, ...]:
+    kept = []
+    for item in addresses:
+        try:
+            parse_address(item.address)
+        except AddressError:
+            continue
+        kept.append(item)
+    return tuple(kept)
 
 
 def attribution(parent: Parent, language: str, tz: ZoneInfo) -> str:
@@ -218,16 +233,20 @@ def send_reply(
     language: str = "en",
     tz: ZoneInfo | None = None,
     now: datetime,
+    in_thread: int | None = None,
 ) -> Sent:
     """Check, build, store and queue a reply to `parent_pk` in the caller's transaction.
 
     Raises ReplyRefused (with nothing stored or queued) when the parent is
-    not theirs to see (404, as for a message that does not exist), the text
+    not theirs to see (404, as for a message that does not exist) or not in
+    `in_thread` when given (a page's thread, or an old id of it), the text
     is empty or too long, the files too heavy, the person over their rate,
     or nobody is left to send it to.
     """
     parent = load_parent(session, viewer, parent_pk)
-    if parent is None:
+    if parent is None or (
+        in_thread is not None and browse.resolve_thread_id(session, in_thread) != parent.thread_id
+    ):
         raise ReplyRefused("No such message.", 404)
     replier = _checked(session, config, viewer, text, attachments, now)
     chosen = recipients(config, parent, replier, mode)

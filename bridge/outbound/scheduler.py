@@ -58,6 +58,9 @@ class Scheduler:
         self.runs = 0
         self.digest_runs = 0
         self._skipped_after: int | None = None  # unsubscribe mails read so far
+        # The outbox job is running, and mail was queued after it claimed its batch.
+        self._sending = False
+        self._send_again = False
         if not log.isEnabledFor(logging.DEBUG):
             # APScheduler logs every run of every job at INFO ("Running job",
             # "executed successfully"): routine. From WARNING up (a missed run,
@@ -176,10 +179,17 @@ class Scheduler:
     async def _send_mail(self) -> None:
         """Send what the outbox holds that is due (retries wait for their backoff)."""
         assert self.mailer is not None
+        self._sending = True
         try:
-            await self.mailer.send_due(datetime.now(UTC))
+            again = True
+            while again:  # mail queued while a run was going goes out in one more run
+                self._send_again = False
+                await self.mailer.send_due(datetime.now(UTC))
+                again = self._send_again
         except Exception:  # a job failure is logged, the daemon goes on
             log.exception("sending the outbox failed")
+        finally:
+            self._sending = False
 
     async def _maintenance(self) -> None:
         try:
@@ -193,9 +203,15 @@ class Scheduler:
         """Run the outbox job at once: mail a person just wrote goes out without waiting.
 
         Called from the event loop (a request handler) after the mail is
-        committed; a run already going picks it up or the next one does.
+        committed. A run already going may have claimed its batch before
+        this mail was committed, and the job never runs twice at once (a
+        wake-up then would be skipped, leaving the mail to the next poll):
+        that run goes round once more instead.
         """
         if self.mailer is None or not self._scheduler.running:
+            return
+        if self._sending:
+            self._send_again = True
             return
         job = self._scheduler.get_job("outbox")
         if job is not None:

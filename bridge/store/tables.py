@@ -139,7 +139,8 @@ class Message(Base):
     space: Mapped[str | None] = mapped_column(String(100), nullable=True)
     tags: Mapped[str] = mapped_column(Text, default="", server_default="")
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
-    arrival: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Indexed: each stored batch numbers its messages from max(arrival) + 1.
+    arrival: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
 
     __table_args__ = (
         Index("ix_messages_subject_norm_sort_date", "subject_norm", "sort_date"),

@@ -149,23 +149,27 @@ async def post_reply(request: web.Request) -> web.StreamResponse:
     text = form.get("body", "")
     text = text if isinstance(text, str) else ""
     files = _files(form)
-    parent = await _parent(request, viewer, pk)
     config = config_of(request)
     now = now_of(request)
     lang, tz = language(request), timezone(request)
+    asked = int(request.match_info["thread_id"])
 
     def write(session: Any) -> Any:
+        # The parent is read (and the URL's thread checked) in the write
+        # itself: a reply does not also wait for a reader thread, which
+        # search pages may all be holding.
         return send_reply(
             session,
             config,
             viewer,
-            parent_pk=parent.pk,
+            parent_pk=pk,
             text=text,
             mode=mode,
             attachments=files,
             language=lang,
             tz=tz,
             now=now,
+            in_thread=asked,
         )
 
     try:
@@ -173,6 +177,7 @@ async def post_reply(request: web.Request) -> web.StreamResponse:
     except ReplyRefused as refused:
         if refused.status == 404:
             raise web.HTTPNotFound() from None
+        parent = await _parent(request, viewer, pk)  # the form again, with the reason
         return _form(
             request, viewer, parent, mode, text=text, error=refused.reason, status=refused.status
         )

@@ -210,6 +210,26 @@ async def test_nobody_answers_a_message_they_may_not_see(site: tuple[Client, Eng
     assert outbox(engine) == []
 
 
+async def test_a_message_is_answered_from_its_own_thread_only(
+    site: tuple[Client, Engine],
+) -> None:
+    client, engine = site
+    pk, thread = parent_of(engine)
+    headers = sign_in(client.app, BILL)
+    page = await client.get(f"/t/{thread}/reply?message={pk}", headers=headers)
+    token = csrf(await page.text())
+    with Session(engine) as session:
+        other = session.execute(
+            select(Message.thread_id).where(Message.thread_id != thread).limit(1)
+        ).scalar_one()
+    form = {"csrf_token": token, "message": str(pk), "mode": "all", "body": "Wrong page"}
+    answer = await client.post(
+        f"/t/{other}/reply", data=form, headers=headers, allow_redirects=False
+    )
+    assert answer.status == 404
+    assert outbox(engine) == []
+
+
 async def test_refusals_send_nothing(site: tuple[Client, Engine]) -> None:
     client, engine = site
     pk, thread = parent_of(engine)
@@ -323,3 +343,29 @@ def test_send_as_person_puts_the_reader_in_from(engine: Engine) -> None:
     assert mail["From"].addresses[0].addr_spec == BILL
     assert mail["Reply-To"] is None
     assert config_from(CONFIG_TEXT).outbound.send_as == "bridge"
+
+
+def test_addresses_no_mail_can_go_to_are_left_out() -> None:
+    """A list archive's mangled From ("r|p|ey@end|ng") is not a recipient, nor an error."""
+    from bridge.core.message import Address
+    from bridge.outbound.replies import Parent, recipients
+
+    mangled = Address("Brian Ripley", "r|p|ey@end|ng")
+    kept = Address("Kurt Hornik", "kurt.hornik@wu.ac.at")
+    parent = Parent(
+        pk=1,
+        thread_id=1,
+        message_id="<a@example.com>",
+        subject="R CMD check",
+        date=None,
+        sender=(mangled,),
+        reply_to=(),
+        to=(Address("", "r-devel@end|ng"),),
+        cc=(kept,),
+        references=(),
+        in_reply_to=(),
+        new_text="",
+    )
+    config = config_from(CONFIG_TEXT)
+    assert recipients(config, parent, BILL, "all").everyone == (kept,)
+    assert recipients(config, parent, BILL, "sender").everyone == ()
