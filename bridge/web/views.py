@@ -9,6 +9,7 @@ already cut to what the reader may see; something hidden answers the same
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable
 from datetime import date, datetime, time
 from typing import Any
@@ -22,7 +23,15 @@ from bridge.search import search
 from bridge.search.engine import SearchResults
 from bridge.store import browse, marks
 from bridge.web import downloads, thread_page
-from bridge.web.context import feed_url, language, render, require_viewer, timezone
+from bridge.web.context import (
+    feed_url,
+    language,
+    page_context,
+    render,
+    require_viewer,
+    templates,
+    timezone,
+)
 from bridge.web.keys import config_of, store_of
 from bridge.web.page_cache import Rendered, cache_of, reader_key, render_page, respond
 
@@ -71,13 +80,14 @@ def pages(total: int, page: int, size: int) -> dict[str, int]:
 
 
 async def _kept(
-    request: web.Request, *key: Hashable
+    request: web.Request, *key: Hashable, with_marks: bool = True
 ) -> tuple[tuple[Hashable, ...], Rendered | None]:
     """The cache key of a listing or search page (data: the whole store, and the
-    reader's own marks: unread, follow, mute), and its kept page."""
+    reader's own marks: unread, follow, mute), and its kept page. A page that
+    fills its unread marks in on each answer (search) is kept `with_marks=False`."""
     address = require_viewer(request).address
     stamp = await store_of(request).read(
-        lambda s: (browse.store_stamp(s), marks.version(s, address))
+        lambda s: (browse.store_stamp(s), marks.version(s, address) if with_marks else 0)
     )
     full = (*key, stamp, *reader_key(request))
     return full, cache_of(request).get(full)
@@ -188,9 +198,9 @@ async def search_page(request: web.Request) -> web.Response:
     viewer = require_viewer(request)
     text = request.query.get("q", "")[:1000]
     page = page_number(request)
-    key, kept = await _kept(request, "search", text, page)
+    key, kept = await _kept(request, "search", text, page, with_marks=False)
     if kept is not None:
-        return respond(request, kept)
+        return await _with_unread(request, kept)
     results = None
     names: dict[str, str] = {}
     states: dict[int, marks.ThreadState] = {}
@@ -214,17 +224,47 @@ async def search_page(request: web.Request) -> web.Response:
     _ = translator(language(request))
     hints = [_(h.template).format(**h.values) if isinstance(h, Hint) else str(h) for h in found]
     total = results.total_threads if results is not None else 0
-    return _keep(
-        request,
-        key,
-        "search.html",
-        {
-            "query": text,
-            "results": results,
-            "names": names,
-            "states": states,
-            "hints": hints,
-            "pager": pages(total, page, SEARCH_PAGE_SIZE),
-            "pager_query": {"q": text},
-        },
-    )
+    context = {
+        "query": text,
+        "results": results,
+        "names": names,
+        "states": states,
+        "hints": hints,
+        "pager": pages(total, page, SEARCH_PAGE_SIZE),
+        "pager_query": {"q": text},
+    }
+    rendered = render_page(request, "search.html", context)
+    cache_of(request).put(key, rendered)
+    return await _with_unread(request, rendered, states)
+
+
+_RESULT = re.compile(r'<li class="result" data-thread="(\d+)">')
+
+
+async def _with_unread(
+    request: web.Request,
+    rendered: Rendered,
+    states: dict[int, marks.ThreadState] | None = None,
+) -> web.Response:
+    """A search page with the reader's unread marks as they are now.
+
+    The page is kept without them: reading a thread changes them, and
+    keeping them would make every read throw away the reader's kept searches.
+    """
+    ids = [int(found) for found in _RESULT.findall(rendered.body)]
+    if states is None and ids:
+        viewer = require_viewer(request)
+        states = await store_of(request).read(lambda s: marks.thread_states(s, viewer, ids))
+    macros = templates.get_template("_macros.html").make_module(page_context(request))
+    body = rendered.body
+    for thread_id in ids:
+        state = (states or {}).get(thread_id)
+        unread = state.unread if state is not None else 0
+        tag = f'<li class="result" data-thread="{thread_id}">'
+        mark = f"<!--unread {thread_id}-->"
+        if unread:
+            body = body.replace(tag, f'{tag[:-1]} data-unread="{unread}">')
+            body = body.replace(mark, str(macros.unread_mark(thread_id, unread)))  # type: ignore[attr-defined]
+        else:
+            body = body.replace(mark, "")
+    return respond(request, Rendered(body, rendered.csp_img, rendered.title))
