@@ -79,17 +79,20 @@ def pages(total: int, page: int, size: int) -> dict[str, int]:
     return {"page": page, "pages": max(1, math.ceil(total / size)), "total": total}
 
 
-async def _kept(
-    request: web.Request, *key: Hashable, with_marks: bool = True
-) -> tuple[tuple[Hashable, ...], Rendered | None]:
-    """The cache key of a listing or search page (data: the whole store, and the
-    reader's own marks: unread, follow, mute), and its kept page. A page that
-    fills its unread marks in on each answer (search) is kept `with_marks=False`."""
+async def _stamps(request: web.Request) -> tuple[int, int]:
+    """What a kept listing depends on: the whole store, and the reader's own marks."""
     address = require_viewer(request).address
-    stamp = await store_of(request).read(
-        lambda s: (browse.store_stamp(s), marks.version(s, address) if with_marks else 0)
+    return await store_of(request).read(
+        lambda s: (browse.store_stamp(s), marks.version(s, address))
     )
-    full = (*key, stamp, *reader_key(request))
+
+
+async def _kept(
+    request: web.Request, *key: Hashable
+) -> tuple[tuple[Hashable, ...], Rendered | None]:
+    """The cache key of a listing page (data: the whole store, and the reader's
+    own marks: unread, follow, mute), and its kept page."""
+    full = (*key, await _stamps(request), *reader_key(request))
     return full, cache_of(request).get(full)
 
 
@@ -198,9 +201,21 @@ async def search_page(request: web.Request) -> web.Response:
     viewer = require_viewer(request)
     text = request.query.get("q", "")[:1000]
     page = page_number(request)
-    key, kept = await _kept(request, "search", text, page, with_marks=False)
+    # Two kept pages: the results (until new mail), and the results with the
+    # reader's unread marks (until they read something). Reading a thread
+    # then costs the marks of one page of results, not the search again.
+    stamp, version = await _stamps(request)
+    reader = reader_key(request)
+    key = ("search", text, page, stamp, version, *reader)
+    results_key = ("search-results", text, page, stamp, *reader)
+    marked = cache_of(request).get(key)
+    if marked is not None:
+        return respond(request, marked)
+    kept = cache_of(request).get(results_key)
     if kept is not None:
-        return await _with_unread(request, kept)
+        marked = await _with_unread(request, kept)
+        cache_of(request).put(key, marked)
+        return respond(request, marked)
     results = None
     names: dict[str, str] = {}
     states: dict[int, marks.ThreadState] = {}
@@ -234,8 +249,10 @@ async def search_page(request: web.Request) -> web.Response:
         "pager_query": {"q": text},
     }
     rendered = render_page(request, "search.html", context)
-    cache_of(request).put(key, rendered)
-    return await _with_unread(request, rendered, states)
+    cache_of(request).put(results_key, rendered)
+    marked = await _with_unread(request, rendered, states)
+    cache_of(request).put(key, marked)
+    return respond(request, marked)
 
 
 _RESULT = re.compile(r'<li class="result" data-thread="(\d+)">')
@@ -245,12 +262,8 @@ async def _with_unread(
     request: web.Request,
     rendered: Rendered,
     states: dict[int, marks.ThreadState] | None = None,
-) -> web.Response:
-    """A search page with the reader's unread marks as they are now.
-
-    The page is kept without them: reading a thread changes them, and
-    keeping them would make every read throw away the reader's kept searches.
-    """
+) -> Rendered:
+    """A search page with the reader's unread marks as they are now (`states`, else read)."""
     ids = [int(found) for found in _RESULT.findall(rendered.body)]
     if states is None and ids:
         viewer = require_viewer(request)
@@ -267,4 +280,4 @@ async def _with_unread(
             body = body.replace(mark, str(macros.unread_mark(thread_id, unread)))  # type: ignore[attr-defined]
         else:
             body = body.replace(mark, "")
-    return respond(request, Rendered(body, rendered.csp_img, rendered.title))
+    return Rendered(body, rendered.csp_img, rendered.title)
