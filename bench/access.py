@@ -57,9 +57,9 @@ def main() -> int:
 
     from bridge.config import parse_config
     from bridge.core.access import Viewer, viewer_for
-    from bridge.store.access import thread_views, visible_thread_ids
     from bridge.store.db import make_engine
     from bridge.store.migrate import upgrade
+    from bridge.store.visibility.access import thread_views, visible_thread_ids
 
     web = web_bench()
     url = args.db if "://" in args.db else f"sqlite:///{args.db}"

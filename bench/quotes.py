@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bridge.core.quotes import split_reply
+from bridge.core.body.quotes import split_reply
 
 DEFAULT_CASES = Path(__file__).resolve().parent.parent / "tests" / "data" / "quotes"
 

@@ -189,8 +189,8 @@ def reply_targets(copy: Path, config: dict[str, Any], readers: list[str]) -> dic
     from bridge.config import parse_config
     from bridge.core.access import viewer_for
     from bridge.outbound.replies import load_parent, recipients
-    from bridge.store.access import visible_message_ids, visible_thread_ids
     from bridge.store.db import make_engine
+    from bridge.store.visibility.access import visible_message_ids, visible_thread_ids
 
     parsed = parse_config(config, "bench.toml")
     engine = make_engine(str(copy))

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from bridge.core.query import TOKEN_RE
+from bridge.core.search_language.query import TOKEN_RE
 from bridge.search import search
 from bridge.store.blobs import unpack_body_with_raw
 from bridge.store.db import make_engine

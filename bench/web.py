@@ -86,7 +86,7 @@ def serve(db: str, port: int) -> None:
     from bridge.store.db import make_engine
     from bridge.store.runner import StoreRunner
     from bridge.web.app import make_app
-    from bridge.web.metrics import Metrics
+    from bridge.web.frame.metrics import Metrics
 
     config = parse_config(bench_config(os.environ["BENCH_READERS"].split(",")), "bench.toml")
     store = StoreRunner(make_engine(db))
@@ -143,10 +143,10 @@ def prepare(db: str, key: bytes, readers: int) -> dict[str, Any]:
     from bridge.config import parse_config
     from bridge.core.access import viewer_for
     from bridge.signing import Signer
-    from bridge.store.access import visible_thread_ids
     from bridge.store.db import make_engine
     from bridge.store.migrate import upgrade
-    from bridge.web.auth_store import create_session
+    from bridge.store.visibility.access import visible_thread_ids
+    from bridge.web.account.auth_store import create_session
 
     engine = make_engine(db)
     upgrade(engine)  # as the daemon does on start

@@ -54,7 +54,7 @@ def audit_reader(
     session: Session, viewer: Viewer, action: str, detail: str = "", *, actor: str | None = None
 ) -> None:
     """Put on record that `actor` looked at the store as `viewer`."""
-    from bridge.store import audit
+    from bridge.store.visibility import audit
 
     audit.record(session, actor or local_actor(), action, viewer.address, detail)
 
@@ -80,8 +80,8 @@ def _describe(viewer: Viewer) -> str:
 def _show_threads(session: Session, viewer: Viewer, *, limit: int, as_json: bool) -> int:
     from sqlalchemy import select
 
-    from bridge.store.access import thread_views, visible_thread_ids
     from bridge.store.tables import Thread
+    from bridge.store.visibility.access import thread_views, visible_thread_ids
 
     thread_ids = sorted(visible_thread_ids(session, viewer))
     views = thread_views(session, viewer, thread_ids)
@@ -129,8 +129,8 @@ def _show_threads(session: Session, viewer: Viewer, *, limit: int, as_json: bool
 
 
 def _show_thread(session: Session, viewer: Viewer, ident: str, *, as_json: bool) -> int:
-    from bridge.store.access import grant_reasons
-    from bridge.store.reading import find_thread_id, thread_messages, thread_row
+    from bridge.store.read.reading import find_thread_id, thread_messages, thread_row
+    from bridge.store.visibility.access import grant_reasons
 
     thread_id = find_thread_id(session, ident)
     thread = thread_row(session, thread_id)
@@ -171,7 +171,7 @@ def _show_thread(session: Session, viewer: Viewer, ident: str, *, as_json: bool)
 def cmd_audit(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
-    from bridge.store import audit
+    from bridge.store.visibility import audit
 
     engine = open_engine(args, config)
     with Session(engine) as session:

@@ -113,7 +113,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
     from bridge.access_cli import audit_reader, reader
-    from bridge.core.snippets import PLAIN_MARK, split_marks
+    from bridge.core.search_language.snippets import PLAIN_MARK, split_marks
     from bridge.search import search
 
     viewer = reader(args.as_address, config) if args.as_address else None
@@ -181,7 +181,7 @@ def cmd_search(args: argparse.Namespace, config: Config) -> int:
 def cmd_thread(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
-    from bridge.store.reading import find_thread_id, thread_messages, thread_row
+    from bridge.store.read.reading import find_thread_id, thread_messages, thread_row
 
     engine = open_engine(args, config)
     with Session(engine) as session:
@@ -226,7 +226,7 @@ def cmd_thread(args: argparse.Namespace, config: Config) -> int:
 def cmd_raw(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
-    from bridge.store.reading import find_message, raw_bytes
+    from bridge.store.read.reading import find_message, raw_bytes
 
     engine = open_engine(args, config)
     with Session(engine) as session:
@@ -241,7 +241,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
     from bridge.access_cli import audit_reader, reader
-    from bridge.store.export import export_raw, export_rows
+    from bridge.store.read.export import export_raw, export_rows
 
     viewer = reader(args.as_address, config) if args.as_address else None
     engine = open_engine(args, config)
@@ -274,8 +274,8 @@ def cmd_quarantine(args: argparse.Namespace, config: Config) -> int:
 
     from bridge import pipeline
     from bridge.errors import BridgeError
-    from bridge.store import quarantine
-    from bridge.store.reading import raw_bytes
+    from bridge.store.bookkeeping import quarantine
+    from bridge.store.read.reading import raw_bytes
 
     engine = open_engine(args, config)
     with Session(engine) as session:
@@ -331,7 +331,7 @@ def cmd_collisions(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
     from bridge.errors import BridgeError
-    from bridge.store import collisions
+    from bridge.store.bookkeeping import collisions
 
     def when(value: datetime | None) -> str:
         return f"{value:%Y-%m-%d %H:%M}" if value else "-"
@@ -385,7 +385,7 @@ def cmd_login_link(args: argparse.Namespace, config: Config) -> int:
     from sqlalchemy.orm import Session
 
     from bridge.store.db import shown_url
-    from bridge.web.auth_store import create_login_token
+    from bridge.web.account.auth_store import create_login_token
 
     address = args.address.strip().lower()
     if "@" not in address:

@@ -18,10 +18,10 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.core.loops import Identity
-from bridge.core.parse import ParseLimits
-from bridge.core.rule_config import parse_rules, parse_spaces
-from bridge.core.rules import Rule, RuleSet, Space
+from bridge.core.admin_rules.loops import Identity
+from bridge.core.admin_rules.rule_config import parse_rules, parse_spaces
+from bridge.core.admin_rules.rules import Rule, RuleSet, Space
+from bridge.core.mail.parse import ParseLimits
 from bridge.errors import ConfigError
 from bridge.store.db import DEFAULT_DB_URL
 
@@ -331,14 +331,15 @@ class Config:
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     digest: DigestConfig = field(default_factory=DigestConfig)
-    # [[spaces]] and [[rules]]: arrays of tables, built by bridge.core.rule_config.
+    # [[spaces]] and [[rules]]: arrays of tables, built by bridge.core.admin_rules.rule_config.
     spaces: tuple[Space, ...] = ()
     rules: tuple[Rule, ...] = ()
     source: str = "(defaults)"
 
     @property
     def ruleset(self) -> RuleSet:
-        """What `bridge.core.rules.decide` needs: the rules and the bridge's identity."""
+        """What `bridge.core.admin_rules.rules.decide` needs: the rules and the bridge's
+        identity."""
         identity = Identity(self.bridge.message_id_domain, self.bridge.address)
         return RuleSet(self.rules, identity)
 

@@ -46,7 +46,7 @@ from bridge.store.db import make_engine
 from bridge.store.migrate import is_current, upgrade
 from bridge.store.runner import StoreRunner
 from bridge.web.app import make_app
-from bridge.web.metrics import Metrics
+from bridge.web.frame.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from bridge import pipeline
+from bridge.core.admin_rules.rules import RuleSet
+from bridge.core.mail.parse import ParseLimits
 from bridge.core.message import LoadRaw, RawMessage
-from bridge.core.parse import ParseLimits
-from bridge.core.rules import RuleSet
 from bridge.store.blobs import Compressor
 from bridge.store.db import is_transient
 from bridge.store.runner import StoreRunner

@@ -20,11 +20,11 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from bridge.core import dedupe
+from bridge.core.admin_rules.rules import RuleSet, decide
+from bridge.core.body.quotes import split_reply
+from bridge.core.linking import dedupe
+from bridge.core.mail.parse import ParseLimits, parse_message
 from bridge.core.message import Flag, ParsedMessage, RawMessage, RuleDecision, SplitText
-from bridge.core.parse import ParseLimits, parse_message
-from bridge.core.quotes import split_reply
-from bridge.core.rules import RuleSet, decide
 from bridge.errors import ParseError
 from bridge.store.blobs import Body, Compressor
 from bridge.store.db import is_transient
@@ -133,7 +133,7 @@ def store_batch(
     messages one by one (`store_each`), so one bad message is quarantined
     and the rest go on.
     """
-    from bridge.store.messages import BatchWriter
+    from bridge.store.write.messages import BatchWriter
 
     writer = BatchWriter(session, now)
     outcomes = writer.store(items)
@@ -157,7 +157,7 @@ def retry_quarantined(
     """
     from sqlalchemy import update
 
-    from bridge.store import quarantine
+    from bridge.store.bookkeeping import quarantine
     from bridge.store.tables import Quarantined
 
     row = quarantine.get_held(session, row_id)

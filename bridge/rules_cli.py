@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bridge.config import Config
+from bridge.core.admin_rules.rules import RuleSet, Trace, decide, trace
+from bridge.core.mail.parse import ParseLimits, parse_message
 from bridge.core.message import ParsedMessage, Provenance, RuleDecision
-from bridge.core.parse import ParseLimits, parse_message
-from bridge.core.rules import RuleSet, Trace, decide, trace
 from bridge.errors import BridgeError, ParseError, RulesArgumentError
 
 if TYPE_CHECKING:
@@ -220,7 +220,7 @@ def stored_copies(session: Session, since: datetime | None) -> Iterator[StoredCo
     """Every stored delivery (by message) and then every skipped copy, from the store."""
     from sqlalchemy import select
 
-    from bridge.store.reading import raw_bytes
+    from bridge.store.read.reading import raw_bytes
     from bridge.store.tables import Delivery, Message, Skipped
 
     def data(sha: str) -> bytes | None:
@@ -265,7 +265,7 @@ def rules_replay(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     from sqlalchemy.orm import Session
 
     from bridge.cli import open_engine
-    from bridge.store import rule_hits
+    from bridge.store.bookkeeping import rule_hits
 
     since = parse_since(args.since)
     engine = open_engine(args, config)

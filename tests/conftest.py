@@ -14,6 +14,7 @@ from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
 from tests.browser import browser  # noqa: F401  (Chromium, for the viewer and digests)
 from tests.dovecot import dovecot  # noqa: F401  (a fixture for the IMAP and daemon tests)
+from tests.smtp_support import relay  # noqa: F401  (a relay for the outbox, digests, replies)
 
 DATA = Path(__file__).parent / "data"
 PG_SERVER = os.environ.get("BRIDGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

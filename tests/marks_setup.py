@@ -19,7 +19,7 @@ from bridge import pipeline
 from bridge.config import Config
 from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
-from bridge.store.reading import find_thread_id
+from bridge.store.read.reading import find_thread_id
 from bridge.store.tables import Message
 from tests.web.support import CONFIG, LKML
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from aiosmtpd.controller import Controller
 
 if TYPE_CHECKING:
     from bridge.daemon import Daemon
@@ -74,3 +79,39 @@ async def connect(daemon: Daemon, protocol: str) -> Client:
     hello = b"LHLO" if protocol == "lmtp" else b"EHLO"
     assert (await client.say(hello + b" mta.test"))[-1].startswith(b"250")
     return client
+
+
+@dataclass
+class Relay:
+    """The company relay (an aiosmtpd handler), told how to answer DATA: ok, 4xx, 5xx or drop."""
+
+    mode: str = "ok"
+    received: list[bytes] = field(default_factory=list)
+    attempts: list[bytes] = field(default_factory=list)
+    envelopes: list[tuple[list[str], bytes]] = field(default_factory=list)  # RCPT TOs, bytes
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.attempts.append(envelope.original_content)
+        if self.mode == "4xx":
+            return "451 4.3.0 try again later"
+        if self.mode == "5xx":
+            return "550 5.7.1 relaying denied for you"
+        if self.mode == "drop":
+            server.transport.close()
+            return "421 gone"
+        self.received.append(envelope.original_content)
+        self.envelopes.append((list(envelope.rcpt_tos), envelope.original_content))
+        return "250 OK queued"
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[Relay, int]]:
+    """A `Relay` listening on a free loopback port: (handler, port)."""
+    handler = Relay()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()

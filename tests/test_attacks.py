@@ -73,8 +73,8 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from bridge.core.copies import shared_copy
-from bridge.core.reply_address import make_token, reply_address
+from bridge.core.mail.copies import shared_copy
+from bridge.core.outgoing.reply_address import make_token, reply_address
 from bridge.i18n import format_datetime
 from bridge.outbound.keys import SIGNING_SECRET
 from bridge.signing import DIGEST_REPLY, Signer

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from bridge.config import parse_config
-from bridge.core.loops import ORIGIN_HEADER
+from bridge.core.admin_rules.loops import ORIGIN_HEADER
 from bridge.daemon import Daemon
 from bridge.outbound.outbox import enqueue
 from tests.dovecot import Dovecot

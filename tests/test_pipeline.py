@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from bridge import pipeline
 from bridge.core.message import Provenance, RawMessage
 from bridge.ingest.files import run_import
-from bridge.store.reading import find_thread_id, raw_bytes, thread_messages
+from bridge.store.read.reading import find_thread_id, raw_bytes, thread_messages
 from bridge.store.tables import Delivery, Message, Quarantined
 from tests.conftest import DATA
 

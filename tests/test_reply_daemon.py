@@ -18,15 +18,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiosmtpd.controller import Controller
 from playwright.async_api import Browser, Page
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
@@ -37,7 +33,7 @@ from tests.browser import artifact, browser  # noqa: F401  (the fixture)
 from tests.conftest import DATA
 from tests.daemon_support import Bridge
 from tests.dovecot import Dovecot
-from tests.smtp_support import free_port
+from tests.smtp_support import Relay
 
 PHILLIP = "m..love@enron.com"
 KAM = "kam.keiser@enron.com"
@@ -47,28 +43,6 @@ PARENT_ID = "<24818672.1075841079436.JavaMail.evans@thyme>"
 PDF = DATA / "attachments" / "simple2.pdf"
 DOMAIN = "bridge.enron.com"
 HEADER_ID = "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
-
-
-@dataclass
-class Relay:
-    """The company relay: takes every message and keeps it."""
-
-    received: list[tuple[list[str], bytes]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.received.append((list(envelope.rcpt_tos), envelope.original_content))
-        return "250 2.0.0 queued"
-
-
-@pytest.fixture
-def relay() -> Iterator[tuple[Relay, int]]:
-    handler, port = Relay(), free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 def config(relay_port: int) -> str:
@@ -182,8 +156,8 @@ async def test_replies_reach_the_relay_thread_in_dovecot_and_merge_when_they_com
         assert answer[0] == 201, answer
         assert answer[1]["thread_id"] == thread
 
-        wait_for(lambda: len(handler.received) == 3, "the relay to take three replies")
-        mails = [(rcpts, parsed(data)) for rcpts, data in handler.received]
+        wait_for(lambda: len(handler.envelopes) == 3, "the relay to take three replies")
+        mails = [(rcpts, parsed(data)) for rcpts, data in handler.envelopes]
         by_text = {first_line(m): (r, m) for r, m in mails}
         everyone, form_mail = by_text["The macro is fixed in the East book too."]
         sender_only, _ = by_text["Kam, which tab did you mean?"]
@@ -209,7 +183,7 @@ async def test_replies_reach_the_relay_thread_in_dovecot_and_merge_when_they_com
             imap.create_folder("Threads")
             imap.append("INBOX", PARENT.read_bytes())
             imap.append("Threads", PARENT.read_bytes())
-            for rcpts, data in handler.received:
+            for rcpts, data in handler.envelopes:
                 imap.append("Threads", data)
                 if ERROL in rcpts:
                     imap.append("INBOX", data)

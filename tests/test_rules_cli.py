@@ -19,8 +19,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from bridge.config import Config, load_config
+from bridge.core.admin_rules.rules import decide
 from bridge.core.message import Provenance, RawMessage
-from bridge.core.rules import decide
 from bridge.errors import RulesArgumentError
 from bridge.pipeline import Outcome, prepare, store_batch
 from bridge.rules_cli import add_arguments, cmd_rules, parse_since
@@ -249,7 +249,7 @@ EXAMPLE = Path(__file__).parent.parent / "bridge.toml.example"
 
 
 def test_example_documents_every_rule_and_space_key() -> None:
-    from bridge.core.rule_config import MATCH_KEYS, RULE_KEYS, SPACE_KEYS
+    from bridge.core.admin_rules.rule_config import MATCH_KEYS, RULE_KEYS, SPACE_KEYS
 
     text = EXAMPLE.read_text(encoding="utf-8")
     described = re.findall(r"^#\s{1,3}([a-z_]+(?:, [a-z_]+)*)\b", text, re.MULTILINE)

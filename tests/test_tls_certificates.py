@@ -29,8 +29,8 @@ from bridge.config import OutboundConfig, parse_config
 from bridge.daemon import Daemon
 from bridge.outbound.mailer import Mailer
 from bridge.store.runner import StoreRunner
-from tests.outbound.test_outbox import Relay, outgoing, put, rows
-from tests.smtp_support import free_port, fresh_copy, real_message
+from tests.outbound.test_outbox import outgoing, put, rows
+from tests.smtp_support import Relay, free_port, fresh_copy, real_message
 
 
 def openssl(*args: str, cwd: Path) -> None:

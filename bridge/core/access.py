@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from bridge.core.rules import Space
+from bridge.core.admin_rules.rules import Space
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,5 +160,5 @@ class Flag:
     OWN = "own"  # mail the bridge itself sent
     RECONSTRUCTED = "reconstructed"  # rebuilt from a quoted Outlook header
     # Its Message-ID belongs to another message with other content: stored apart,
-    # under a collision id (core/dedupe.collision_id), private to its own parties.
+    # under a collision id (core/linking/dedupe.collision_id), private to its own parties.
     ID_COLLISION = "id-collision"

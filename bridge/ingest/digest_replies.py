@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from bridge.config import Config
-from bridge.core.reply_address import Refusal, ReplyToken, read_token, token_in
+from bridge.core.outgoing.reply_address import Refusal, ReplyToken, read_token, token_in
 from bridge.outbound.mail_replies import Dropped, MailReply, read_reply, send_mail_reply
 from bridge.outbound.replies import ReplyRefused
 from bridge.signing import DIGEST_REPLY, Signer

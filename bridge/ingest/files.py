@@ -24,9 +24,9 @@ from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.orm import Session
 
 from bridge import pipeline
+from bridge.core.admin_rules.rules import RuleSet
+from bridge.core.mail.parse import ParseLimits
 from bridge.core.message import RawMessage
-from bridge.core.parse import ParseLimits
-from bridge.core.rules import RuleSet
 from bridge.errors import StoreUnavailable
 from bridge.ingest.owners import Owners
 from bridge.ingest.sources import FileStamp, Found, Item, count_messages, discover, read_items
@@ -38,8 +38,8 @@ from bridge.store.blobs import (
     train_dictionary,
 )
 from bridge.store.db import is_transient, writer
-from bridge.store.owners import record_owners
 from bridge.store.tables import CompressionDict, ImportedFile
+from bridge.store.visibility.owners import record_owners
 
 log = logging.getLogger(__name__)
 

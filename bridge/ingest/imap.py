@@ -31,8 +31,13 @@ from bridge.ingest.imap_sync import SOURCE, ImapStore, location
 from bridge.ingest.imap_worker import ImapWorker
 from bridge.pipeline import Outcome, Prepared
 from bridge.store.blobs import Compressor
+from bridge.store.bookkeeping.imap_state import (
+    Checkpoint,
+    delivered_here,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bridge.store.db import is_transient
-from bridge.store.imap_state import Checkpoint, delivered_here, load_checkpoint, save_checkpoint
 from bridge.store.runner import StoreRunner
 
 __all__ = [

@@ -21,7 +21,7 @@ from bridge.config import ImapAccount
 from bridge.core.message import Provenance, RawMessage
 from bridge.ingest.imap_status import SYNCING, AccountStatus
 from bridge.pipeline import Outcome
-from bridge.store.imap_state import Checkpoint
+from bridge.store.bookkeeping.imap_state import Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from email.parser import BytesParser
 from email.policy import EmailPolicy
 from email.utils import format_datetime
 
-from bridge.core.loops import ORIGIN_HEADER, PERSON_MAIL
+from bridge.core.admin_rules.loops import ORIGIN_HEADER, PERSON_MAIL
 from bridge.errors import AddressError
 
 # RFC 5322 allows 998 characters a line; folding makes longer subjects legal,

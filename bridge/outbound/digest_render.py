@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
-from bridge.core.digest import DigestContent, DigestItem, first_lines
-from bridge.core.reply import reply_subject
-from bridge.core.reply_address import make_token, reply_address
+from bridge.core.outgoing.digest import DigestContent, DigestItem, first_lines
+from bridge.core.outgoing.reply import reply_subject
+from bridge.core.outgoing.reply_address import make_token, reply_address
 from bridge.i18n import Translate, format_datetime, translator
 from bridge.outbound.compose import compose
 from bridge.signing import DIGEST_REPLY, UNSUBSCRIBE, Signer
@@ -135,7 +135,7 @@ def reply_addresses(signer: Signer, base: str, address: str, expires: date) -> R
     """Each item's reply address for `address`: `base`'s `+r.<token>` sub-address.
 
     The token names the person, the item's newest message they may see (the
-    one a reply answers) and its last valid day; see `core/reply_address.py`.
+    one a reply answers) and its last valid day; see `core/outgoing/reply_address.py`.
     """
 
     def mac(data: bytes) -> bytes:

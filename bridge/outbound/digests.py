@@ -5,7 +5,7 @@ A run has three steps, each a plain function taking a Session:
 1. `plan` reads who is due and every message dated in the widest window
    any of them needs, with each message's access facts, in a few batched
    queries (never one access query per person).
-2. `prepare` builds each person's digest (`bridge.core.digest`), reads the
+2. `prepare` builds each person's digest (`bridge.core.outgoing.digest`), reads the
    new text it quotes and renders the mail (`digest_render`).
 3. `record` claims the person's unique `digest_sends` row and enqueues the
    mail in the same transaction: a second daemon, or a rerun after a crash,
@@ -31,19 +31,19 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
-from bridge.core import digest as core
 from bridge.core.access import MessageFacts, Viewer, normalize_address, viewer_for
-from bridge.core.digest import NewMessage, Period, ThreadInfo
-from bridge.core.loops import OWN_MAIL_RULE, UNSUBSCRIBE_SUBJECT
+from bridge.core.admin_rules.loops import OWN_MAIL_RULE, UNSUBSCRIBE_SUBJECT
+from bridge.core.outgoing import digest as core
+from bridge.core.outgoing.digest import NewMessage, Period, ThreadInfo
 from bridge.i18n import zone
 from bridge.outbound import outbox
 from bridge.outbound.digest_render import read_frequency_token
 from bridge.signing import Signer
-from bridge.store import marks
-from bridge.store.access import message_facts
 from bridge.store.db import insert_ignore
-from bridge.store.reading import raw_bytes
+from bridge.store.read import marks
+from bridge.store.read.reading import raw_bytes
 from bridge.store.tables import DigestSend, Message, Person, Skipped, Thread, User, table
+from bridge.store.visibility.access import message_facts
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,7 +85,7 @@ class Plan:
     messages: dict[int, list[NewMessage]] = field(default_factory=dict)
     by_party: dict[str, set[int]] = field(default_factory=dict)
     by_space: dict[str, list[int]] = field(default_factory=dict)
-    # Each person's followed and muted threads (bridge.store.marks).
+    # Each person's followed and muted threads (bridge.store.read.marks).
     watches: dict[str, dict[int, str]] = field(default_factory=dict)
     _merged: dict[frozenset[str], list[int]] = field(default_factory=dict)
 

@@ -5,7 +5,7 @@ Two steps, so the one writer does only the store's part:
 - `read_reply` (any thread, no store): machine-written mail (a bounce, an
   auto-reply, bulk) is `Dropped`; the header From must be exactly the
   envelope sender (already checked against the token at RCPT); the new text
-  is what the person wrote above the quoted digest (`core/quotes.py`), and
+  is what the person wrote above the quoted digest (`core/body/quotes.py`), and
   files attached to the mail are carried on.
 - `send_mail_reply` (in the writer's transaction): `replies.send_reply`, as
   the viewer's reply, for the Viewer of that address (so it is refused,
@@ -27,10 +27,10 @@ from sqlalchemy.orm import Session
 
 from bridge.config import Config
 from bridge.core.access import viewer_for
-from bridge.core.loops import automatic
-from bridge.core.parse import ParseLimits, parse_message
-from bridge.core.quotes import split_reply
-from bridge.core.reply_address import ReplyToken
+from bridge.core.admin_rules.loops import automatic
+from bridge.core.body.quotes import split_reply
+from bridge.core.mail.parse import ParseLimits, parse_message
+from bridge.core.outgoing.reply_address import ReplyToken
 from bridge.errors import ParseError
 from bridge.i18n import zone
 from bridge.outbound.compose import Attachment

@@ -23,7 +23,7 @@ from email.policy import SMTP
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from bridge.core.loops import ORIGIN_HEADER
+from bridge.core.admin_rules.loops import ORIGIN_HEADER
 from bridge.store.tables import Outbox
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")

@@ -30,7 +30,7 @@ from bridge import pipeline
 from bridge.config import Config
 from bridge.core.access import Viewer
 from bridge.core.message import Address, Provenance, RawMessage
-from bridge.core.reply import (
+from bridge.core.outgoing.reply import (
     ReplyMode,
     ReplyRecipients,
     reply_body,
@@ -42,8 +42,8 @@ from bridge.errors import AddressError
 from bridge.i18n import format_datetime, translator, zone
 from bridge.outbound import outbox
 from bridge.outbound.compose import Attachment, compose_personal, parse_address
-from bridge.store import browse
 from bridge.store.blobs import Compressor, current_dictionary, unpack_body
+from bridge.store.read import browse
 from bridge.store.tables import Delivery, Message
 
 SOURCE = "web"  # the delivery source of a message written in the viewer
@@ -296,7 +296,7 @@ def start_discussion(
     Raises ReplyRefused with nothing stored or queued.
     """
     from bridge.core.access import is_staff
-    from bridge.store.correspondents import corresponds_with
+    from bridge.store.read.correspondents import corresponds_with
 
     if space:
         found = next((s for s in config.spaces if s.slug == space), None)

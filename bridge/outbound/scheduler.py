@@ -31,7 +31,7 @@ QUARANTINE_RETRY_EVERY = timedelta(minutes=1)
 
 def maintain(session: Session) -> None:
     """Forget expired sign-ins; let the database refresh its query-planner statistics."""
-    from bridge.web.auth_store import purge_expired
+    from bridge.web.account.auth_store import purge_expired
 
     purge_expired(session, datetime.now(UTC))
     if session.get_bind().dialect.name == "sqlite":
@@ -140,7 +140,7 @@ class Scheduler:
     async def retry_quarantined(self, now: datetime | None = None) -> dict[str, int]:
         """Store again the `store-failed` copies whose retry time has come; count the outcomes."""
         from bridge import pipeline
-        from bridge.store import quarantine
+        from bridge.store.bookkeeping import quarantine
 
         now = now or datetime.now(UTC)
         rules = self.config.ruleset if self.config is not None else None

@@ -1,7 +1,7 @@
 """Running a query: filters in SQL, text matching in the backend, ranking and snippets here.
 
 Both backends match the same messages (the tokens are made in Python, see
-core/query.py). Each ranks them with its own text relevance, weighting the
+core/search_language/query.py). Each ranks them with its own text relevance, weighting the
 subject 8, new text 4 and quoted history 1: BM25 on SQLite FTS5, ts_rank on
 PostgreSQL. Relevance is multiplied by a recency factor; messages are
 grouped by thread and a thread ranks by its best message.
@@ -24,12 +24,12 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from bridge.core.access import Viewer
-from bridge.core.query import Query, fold, parse_query
-from bridge.core.snippets import highlight
+from bridge.core.search_language.query import Query, fold, parse_query
+from bridge.core.search_language.snippets import highlight
 from bridge.search.sql import Candidate, typed_sql
-from bridge.store.access import thread_views
-from bridge.store.access_sql import viewer_clause
 from bridge.store.blobs import unpack_body_with_raw
+from bridge.store.visibility.access import thread_views
+from bridge.store.visibility.access_sql import viewer_clause
 
 CANDIDATES = 500
 RECENCY_HALF_LIFE_DAYS = 365.0

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from bridge.core.query import Query
-from bridge.core.query_syntax import tsquery_excluded, tsquery_text, tsvector_literal
+from bridge.core.search_language.query import Query
+from bridge.core.search_language.syntax import tsquery_excluded, tsquery_text, tsvector_literal
 from bridge.search.sql import Candidate, field_items, typed_sql
 
 # ts_rank weights for {D, C, B, A}: quoted history D, new text B, subject A,

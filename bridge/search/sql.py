@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import TextClause, bindparam, text
 
-from bridge.core.query import Match, Query
+from bridge.core.search_language.query import Match, Query
 from bridge.store.tables import UTCDateTime
 
 

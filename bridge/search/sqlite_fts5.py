@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
-from bridge.core.query import Query
-from bridge.core.query_syntax import fts5_excluded, fts5_match
+from bridge.core.search_language.query import Query
+from bridge.core.search_language.syntax import fts5_excluded, fts5_match
 from bridge.search.sql import Candidate, field_items, typed_sql
 
 # Filters leaving at most this many messages are checked message by message

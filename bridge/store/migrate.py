@@ -51,7 +51,7 @@ StoreTaskStep = Callable[[Engine, int], "int | None"]
 
 
 def _store_tasks() -> list[tuple[str, StoreTaskStep]]:
-    from bridge.store.collisions import split_id_merged_copies
+    from bridge.store.bookkeeping.collisions import split_id_merged_copies
 
     return [("split-id-merged-copies", split_id_merged_copies)]
 

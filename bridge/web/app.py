@@ -21,11 +21,13 @@ from sqlalchemy import text
 from bridge.config import Config
 from bridge.signing import Signer
 from bridge.store.runner import StoreRunner
-from bridge.web import admin, api, auth, feeds, marks, unsubscribe, views, writing
-from bridge.web.keys import CLOCK, CONFIG, PAGE_CACHE, SEND_NOW, SIGNER, STORE
-from bridge.web.metrics import CONTENT_TYPE_LATEST, Metrics
-from bridge.web.middleware import errors, security_headers
-from bridge.web.page_cache import PageCache
+from bridge.web.account import auth, unsubscribe
+from bridge.web.frame.keys import CLOCK, CONFIG, PAGE_CACHE, SEND_NOW, SIGNER, STORE
+from bridge.web.frame.metrics import CONTENT_TYPE_LATEST, Metrics
+from bridge.web.frame.middleware import errors, security_headers
+from bridge.web.frame.page_cache import PageCache
+from bridge.web.json_api import handlers as api
+from bridge.web.pages import admin, feeds, marks, views, writing
 
 Status = Mapping[str, Mapping[str, Any]]
 

@@ -7,7 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bridge.core.digest import (
+from bridge.core.admin_rules.rule_config import parse_spaces
+from bridge.core.admin_rules.rules import Space
+from bridge.core.outgoing.digest import (
     MAX_WINDOW,
     current_period,
     first_lines,
@@ -15,8 +17,6 @@ from bridge.core.digest import (
     period_name,
     window_start,
 )
-from bridge.core.rule_config import parse_spaces
-from bridge.core.rules import Space
 
 PARIS = ZoneInfo("Europe/Paris")
 AUCKLAND = ZoneInfo("Pacific/Auckland")

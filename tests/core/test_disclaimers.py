@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from bridge.core.disclaimers import is_notice, split_notice
+from bridge.core.body.disclaimers import is_notice, split_notice
+from bridge.core.body.quotes import split_reply
+from bridge.core.mail.parse import parse_message
 from bridge.core.message import SplitText
-from bridge.core.parse import parse_message
-from bridge.core.quotes import split_reply
 from tests.conftest import DATA
 
 MAIL = DATA / "viewer" / "mail"

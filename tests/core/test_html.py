@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.core.html import html_to_text, sanitize_html
+from bridge.core.body.html import html_to_text, sanitize_html
 
 ATTACK = """<p onclick="x()">Hi<script>alert(1)</script></p>
 <a href="javascript:alert(1)">js</a><a href="http://ex.org/a">link</a>

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.core.html import has_data_table
-from bridge.core.parse import parse_message
+from bridge.core.body.html import has_data_table
+from bridge.core.mail.parse import parse_message
 from tests.conftest import DATA
 
 PAYMENT = DATA / "viewer" / "mail" / "payment-table.eml"

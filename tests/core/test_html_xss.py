@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.html import (
+from bridge.core.body.html import (
     has_remote_images,
     page_html,
     remote_image_origins,
     sanitize_html,
 )
-from bridge.core.parse import parse_message
+from bridge.core.mail.parse import parse_message
 from tests.conftest import DATA
 
 CORPUS = sorted((DATA / "xss").glob("*.eml"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bridge.core.loops import (
+from bridge.core.admin_rules.loops import (
     LOOP_REASON,
     MAX_RECEIVED,
     ORIGIN_HEADER,
@@ -19,9 +19,9 @@ from bridge.core.loops import (
     own_mail,
     received_count,
 )
+from bridge.core.admin_rules.rules import RuleSet, decide, trace
+from bridge.core.mail.parse import parse_message
 from bridge.core.message import Flag, ParsedMessage, Provenance, RuleDecision
-from bridge.core.parse import parse_message
-from bridge.core.rules import RuleSet, decide, trace
 
 DATA = Path(__file__).parent.parent / "data" / "rules"
 FILE = Provenance("file", "tests/data/rules")

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.core.mail.parse import ParseLimits, parse_message
 from bridge.core.message import Flag, ParsedMessage
-from bridge.core.parse import ParseLimits, parse_message
 from bridge.errors import ParseError
 
 DATA = Path(__file__).parent.parent / "data" / "mime"

@@ -19,8 +19,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.core.query import AllOf, AnyOf, Match, Query, fold, parse_query, tokenize
-from bridge.core.query_syntax import (
+from bridge.core.search_language.query import (
+    AllOf,
+    AnyOf,
+    Match,
+    Query,
+    fold,
+    parse_query,
+    tokenize,
+)
+from bridge.core.search_language.snippets import highlight
+from bridge.core.search_language.syntax import (
     MAX_POSITION,
     fts5_excluded,
     fts5_match,
@@ -28,7 +37,6 @@ from bridge.core.query_syntax import (
     tsquery_text,
     tsvector_literal,
 )
-from bridge.core.snippets import highlight
 
 DATA = Path(__file__).parent.parent / "data" / "query"
 FILES = sorted(DATA.glob("*.txt"))

@@ -1,4 +1,4 @@
-"""Tests of `bridge.core.quotes.split_reply` on real reply bodies.
+"""Tests of `bridge.core.body.quotes.split_reply` on real reply bodies.
 
 Each `tests/data/quotes/<name>.txt` is one body; `<name>.expected.txt` is
 the new text a reader would say its author wrote (see SOURCE.md).
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.core.quotes import split_reply
+from bridge.core.body.quotes import split_reply
 
 CASES = Path(__file__).resolve().parent.parent / "data" / "quotes"
 NAMES = sorted(p.name.removesuffix(".expected.txt") for p in CASES.glob("*.expected.txt"))

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.core.mail.parse import parse_message
 from bridge.core.message import Address
-from bridge.core.parse import parse_message
-from bridge.core.reply import (
+from bridge.core.outgoing.reply import (
     MAX_REFERENCES,
     MAX_REFERENCES_CHARS,
     quoted,

@@ -8,10 +8,10 @@ from datetime import date, timedelta
 
 import pytest
 
-from bridge.core.loops import Identity, automatic, own_mail
+from bridge.core.admin_rules.loops import Identity, automatic, own_mail
+from bridge.core.mail.parse import parse_message
 from bridge.core.message import ParsedMessage
-from bridge.core.parse import parse_message
-from bridge.core.reply_address import (
+from bridge.core.outgoing.reply_address import (
     MAX_LOCAL_PART,
     TOKEN_LENGTH,
     Mac,

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.core.admin_rules.rule_config import catastrophic, parse_rules, parse_spaces
+from bridge.core.admin_rules.rules import Rule, RuleSet, Space, decide, evaluate, trace
+from bridge.core.mail.parse import parse_message
 from bridge.core.message import ParsedMessage, Provenance, RuleDecision
-from bridge.core.parse import parse_message
-from bridge.core.rule_config import catastrophic, parse_rules, parse_spaces
-from bridge.core.rules import Rule, RuleSet, Space, decide, evaluate, trace
 from bridge.errors import ConfigError
 
 DATA = Path(__file__).parent.parent / "data" / "rules"

@@ -19,9 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.core.normalize import is_reply_subject, normalize_subject, parse_id_list
-from bridge.core.thread_fallback import fingerprint, parse_stamp
-from bridge.core.threads import (
+from bridge.core.linking.thread_fallback import fingerprint, parse_stamp
+from bridge.core.linking.threads import (
     ThreadMember,
     build_tree,
     fallback_key,
@@ -30,6 +29,7 @@ from bridge.core.threads import (
     thread_index_keys,
     thread_order,
 )
+from bridge.core.normalize import is_reply_subject, normalize_subject, parse_id_list
 
 DATA = Path(__file__).parent.parent / "data" / "threads"
 

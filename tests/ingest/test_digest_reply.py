@@ -15,7 +15,7 @@ import asyncio
 import email
 import smtplib
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -23,18 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from bridge.config import parse_config
-from bridge.core.reply_address import make_token, reply_address
+from bridge.core.outgoing.reply_address import make_token, reply_address
 from bridge.daemon import Daemon
 from bridge.outbound.keys import signing_key
 from bridge.signing import DIGEST_REPLY, Signer
 from bridge.store.tables import Message, Outbox
-from tests.outbound.test_outbox import Relay
-from tests.smtp_support import free_port
+from tests.smtp_support import Relay
 
 ALICE, BOB, CAROL = "alice@example.com", "bob@example.com", "carol@example.com"
 MALLORY = "mallory@example.com"
@@ -44,18 +42,6 @@ SECRET_ID = "secret-1@example.com"
 QUOTED = "DIGESTQUOTEMARKER"
 
 MakeDaemon = Callable[..., Awaitable[Daemon]]
-
-
-@pytest.fixture
-def relay() -> Iterator[tuple[Relay, int]]:
-    handler = Relay()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

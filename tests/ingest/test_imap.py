@@ -36,7 +36,7 @@ from bridge.ingest.imap import (
 from bridge.ingest.imap_status import ERROR, IDLE
 from bridge.ingest.imap_sync import plan_batches
 from bridge.pipeline import Outcome
-from bridge.store.imap_state import Checkpoint, load_checkpoint
+from bridge.store.bookkeeping.imap_state import Checkpoint, load_checkpoint
 from bridge.store.tables import Delivery, Message
 from tests.conftest import DATA
 from tests.dovecot import Dovecot

@@ -27,7 +27,7 @@ from bridge.core.message import RawMessage
 from bridge.ingest.imap import AccountStatus, ImapWorker, SessionStore
 from bridge.ingest.imap_status import ERROR, IDLE
 from bridge.pipeline import Outcome
-from bridge.store.imap_state import Checkpoint, load_checkpoint
+from bridge.store.bookkeeping.imap_state import Checkpoint, load_checkpoint
 from tests.dovecot import Dovecot
 from tests.ingest.test_imap import (
     append,

@@ -19,7 +19,7 @@ from bridge.daemon import Daemon
 from bridge.store.db import make_engine
 from bridge.store.runner import StoreRunner
 from bridge.web.app import make_app
-from bridge.web.metrics import Metrics
+from bridge.web.frame.metrics import Metrics
 from tests.smtp_support import fresh_copy, real_message
 
 MakeDaemon = Callable[..., Awaitable[Daemon]]

@@ -23,7 +23,7 @@ import pytest
 from bridge.config import parse_config
 from bridge.daemon import Daemon
 from bridge.errors import NotFoundError
-from bridge.store.reading import find_message, raw_bytes
+from bridge.store.read.reading import find_message, raw_bytes
 from tests.smtp_support import connect
 
 KB = 1024

@@ -8,7 +8,7 @@ from email.parser import BytesParser
 
 import pytest
 
-from bridge.core.loops import ORIGIN_HEADER
+from bridge.core.admin_rules.loops import ORIGIN_HEADER
 from bridge.errors import AddressError
 from bridge.outbound.compose import (
     MAX_SUBJECT,

@@ -22,8 +22,7 @@ from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
 from bridge.store.tables import DigestSend, Outbox, User
 from tests.outbound.test_digests import CONFIG, ENRON, LKML, load
-from tests.outbound.test_outbox import Relay
-from tests.smtp_support import free_port
+from tests.smtp_support import Relay, free_port
 
 AT = "2002-02-02T09:00:00+00:00"  # a Saturday: "Heads up" (Jan 30) is this week's news
 PERIOD = "weekly:2002-W05"

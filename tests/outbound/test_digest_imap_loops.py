@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bridge import pipeline
 from bridge.config import parse_config
-from bridge.core.loops import OWN_MAIL_RULE
+from bridge.core.admin_rules.loops import OWN_MAIL_RULE
 from bridge.core.message import RawMessage
 from bridge.ingest.imap import AccountStatus, ImapWorker, SessionStore
 from bridge.outbound.compose import compose

@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bridge.config import parse_config
-from bridge.core.digest import DigestContent, DigestItem
-from bridge.core.loops import OWN_MAIL_RULE
+from bridge.core.admin_rules.loops import OWN_MAIL_RULE
+from bridge.core.outgoing.digest import DigestContent, DigestItem
 from bridge.daemon import Daemon
 from bridge.i18n import zone
 from bridge.outbound.digest_render import Reader, digest_message

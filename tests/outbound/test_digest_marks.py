@@ -15,9 +15,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.ingest.files import run_import
-from bridge.store import marks
-from bridge.store.access import visible_message_ids
+from bridge.store.read import marks
 from bridge.store.tables import Message, ThreadMark
+from bridge.store.visibility.access import visible_message_ids
 from tests.outbound.test_digests import ENRON, ENRON_RUN, LAST_DIGEST, digest_of, load, seed_users
 from tests.web.support import viewer_of
 

@@ -22,12 +22,12 @@ from sqlalchemy.orm import Session
 
 from bridge.config import parse_config
 from bridge.core.access import viewer_for
-from bridge.core.reply_address import MAX_LOCAL_PART, ReplyToken, read_token, token_in
+from bridge.core.outgoing.reply_address import MAX_LOCAL_PART, ReplyToken, read_token, token_in
 from bridge.outbound.compose import parse_address
 from bridge.outbound.digest_run import run
 from bridge.outbound.keys import signing_key
 from bridge.signing import DIGEST_REPLY, Signer
-from bridge.store.browse import original_bytes
+from bridge.store.read.browse import original_bytes
 from bridge.store.tables import Outbox, User
 from tests.outbound.test_digests import CONFIG, HEADS_RUN, load, store  # noqa: F401
 

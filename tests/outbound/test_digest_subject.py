@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.core.digest import DigestContent, DigestItem
+from bridge.core.outgoing.digest import DigestContent, DigestItem
 from bridge.i18n import translator
 from bridge.outbound.digest_render import subject_line
 

@@ -25,20 +25,19 @@ from sqlalchemy.orm import Session
 
 from bridge.config import Config, parse_config
 from bridge.core.access import Viewer, viewer_for
-from bridge.core.digest import first_lines
+from bridge.core.outgoing.digest import first_lines
 from bridge.ingest.files import run_import
 from bridge.outbound.digest_run import run, snippets
 from bridge.outbound.digests import plan, set_frequency
 from bridge.outbound.mailer import Mailer
-from bridge.store.access import grant_reasons, visible_message_ids, visible_messages
-from bridge.store.reading import thread_messages
+from bridge.store.read.reading import thread_messages
 from bridge.store.runner import StoreRunner
 from bridge.store.tables import DigestSend, Message, Outbox, Person, Thread, User
+from bridge.store.visibility.access import grant_reasons, visible_message_ids, visible_messages
 from tests.access_setup import SPACES_AND_RULES
 from tests.conftest import DATA
-from tests.outbound.test_outbox import Relay
 from tests.outbound.test_outbox import config as relay_config
-from tests.smtp_support import free_port
+from tests.smtp_support import Relay, free_port
 
 ENRON = DATA / "enron" / "maildir"
 LKML = DATA / "threads" / "notmuch" / "lkml"

@@ -6,12 +6,9 @@ import asyncio
 import dataclasses
 import re
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -19,47 +16,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from bridge.config import OutboundConfig, parse_config
-from bridge.core.loops import ORIGIN_HEADER
+from bridge.core.admin_rules.loops import ORIGIN_HEADER
 from bridge.errors import ConfigError
 from bridge.outbound import outbox
 from bridge.outbound.mailer import Mailer
 from bridge.store.runner import StoreRunner
-from tests.smtp_support import free_port, real_message
+from tests.smtp_support import Relay, free_port, real_message
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
-
-
-@dataclass
-class Relay:
-    """An aiosmtpd handler told how to answer DATA: ok, 4xx, 5xx or drop."""
-
-    mode: str = "ok"
-    received: list[bytes] = field(default_factory=list)
-    attempts: list[bytes] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.attempts.append(envelope.original_content)
-        if self.mode == "4xx":
-            return "451 4.3.0 try again later"
-        if self.mode == "5xx":
-            return "550 5.7.1 relaying denied for you"
-        if self.mode == "drop":
-            server.transport.close()
-            return "421 gone"
-        self.received.append(envelope.original_content)
-        return "250 OK queued"
-
-
-@pytest.fixture
-def relay() -> Iterator[tuple[Relay, int]]:
-    handler = Relay()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
 
 
 def outgoing(tag: str) -> tuple[bytes, str]:

@@ -25,15 +25,15 @@ from bridge.core.access import Viewer, viewer_for
 from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
 from bridge.ingest.files import run_import
-from bridge.store import marks
-from bridge.store.access import (
+from bridge.store.read import marks
+from bridge.store.read.reading import find_message, find_thread_id, raw_bytes
+from bridge.store.tables import Message, Thread
+from bridge.store.visibility.access import (
     person_id,
     visible_message_ids,
     visible_messages,
     visible_thread_ids,
 )
-from bridge.store.reading import find_message, find_thread_id, raw_bytes
-from bridge.store.tables import Message, Thread
 from tests.access_setup import SPACES_AND_RULES
 from tests.conftest import DATA
 

@@ -45,19 +45,19 @@ from bridge.core.access import Viewer, viewer_for
 from bridge.group_commit import GroupCommit
 from bridge.ingest.smtp import NO_SUCH_USER, OK, RECIPIENT_OK, BridgeHandler, lmtp_reply
 from bridge.search import search
-from bridge.store import browse
-from bridge.store.access import (
+from bridge.store.blobs import Compressor
+from bridge.store.db import make_engine
+from bridge.store.migrate import upgrade
+from bridge.store.read import browse
+from bridge.store.runner import StoreRunner
+from bridge.store.tables import Delivery, Message, Quarantined
+from bridge.store.visibility.access import (
     may_see_message,
     thread_views,
     visible_message_ids,
     visible_messages,
     visible_thread_ids,
 )
-from bridge.store.blobs import Compressor
-from bridge.store.db import make_engine
-from bridge.store.migrate import upgrade
-from bridge.store.runner import StoreRunner
-from bridge.store.tables import Delivery, Message, Quarantined
 from tests.conftest import _fresh_pg
 
 COMPANY = "example.com"

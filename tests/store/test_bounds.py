@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from bridge.core.bounds import ADDRESS, CONTENT_ID, CONTENT_TYPE, LIST_ID, SUBJECT_KEY, bounded
+from bridge.core.mail.bounds import ADDRESS, CONTENT_ID, CONTENT_TYPE, LIST_ID, SUBJECT_KEY, bounded
 from bridge.core.message import Provenance, RawMessage
 from bridge.pipeline import Outcome, prepare, store_batch
 from bridge.store.tables import Attachment, Message, Person

@@ -22,13 +22,13 @@ from sqlalchemy.orm import Session
 
 from bridge import commands
 from bridge.config import Config
-from bridge.core import dedupe
+from bridge.core.linking import dedupe
 from bridge.core.message import Flag, Provenance, RawMessage
 from bridge.errors import NotFoundError
 from bridge.pipeline import Outcome, Prepared, prepare, store_batch
 from bridge.store.blobs import Compressor
-from bridge.store.collisions import TASK, list_collisions, split_id_merged_copies
-from bridge.store.reading import thread_messages
+from bridge.store.bookkeeping.collisions import TASK, list_collisions, split_id_merged_copies
+from bridge.store.read.reading import thread_messages
 from bridge.store.tables import (
     ContentHash,
     Delivery,

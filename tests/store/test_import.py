@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from bridge.core.normalize import normalize_message_id
 from bridge.ingest.files import run_import
 from bridge.ingest.sources import split_mbox
-from bridge.store.export import export_rows
-from bridge.store.reading import (
+from bridge.store.read.export import export_rows
+from bridge.store.read.reading import (
     find_message,
     find_thread_id,
     raw_bytes,

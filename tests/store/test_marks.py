@@ -16,10 +16,10 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from bridge.search import search
-from bridge.store import browse, marks
-from bridge.store.access import person_id, visible_message_ids
-from bridge.store.export import export_rows
+from bridge.store.read import browse, marks
+from bridge.store.read.export import export_rows
 from bridge.store.tables import Message, ReaderMark, ThreadMark
+from bridge.store.visibility.access import person_id, visible_message_ids
 from tests.marks_setup import MARKS_CONFIG, OTHER, OUTSIDER, PARTY, deliver, root_thread
 from tests.web.support import ENRON, LKML, config_from, imported, thread_id, viewer_of
 

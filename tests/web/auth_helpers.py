@@ -19,14 +19,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import BridgeConfig, Config, OutboundConfig, WebConfig
-from bridge.core.matchers import Patterns
-from bridge.core.rules import Space
+from bridge.core.admin_rules.matchers import Patterns
+from bridge.core.admin_rules.rules import Space
 from bridge.store.runner import StoreRunner
 from bridge.store.tables import Outbox
+from bridge.web.account.auth_store import create_session
 from bridge.web.app import make_app
-from bridge.web.auth_store import create_session
-from bridge.web.keys import CLOCK, SIGNER
-from bridge.web.metrics import Metrics
+from bridge.web.frame.keys import CLOCK, SIGNER
+from bridge.web.frame.metrics import Metrics
 
 START = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 STAFF = "alice@example.com"

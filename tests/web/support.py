@@ -8,12 +8,18 @@ way sign-in does and returns the cookie header value to send.
 
 from __future__ import annotations
 
+import email
 import tomllib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
@@ -21,11 +27,11 @@ from bridge.config import Config, parse_config
 from bridge.core.access import Viewer, viewer_for
 from bridge.ingest.files import run_import
 from bridge.store.runner import StoreRunner
-from bridge.store.tables import Message
+from bridge.store.tables import Message, Outbox
+from bridge.web.account.auth_store import create_session
 from bridge.web.app import make_app
-from bridge.web.auth_store import create_session
-from bridge.web.keys import SIGNER, STORE
-from bridge.web.metrics import Metrics
+from bridge.web.frame.keys import SIGNER, STORE
+from bridge.web.frame.metrics import Metrics
 from tests.access_setup import SPACES_AND_RULES
 from tests.conftest import DATA
 
@@ -104,3 +110,42 @@ def thread_id(engine: Engine, subject_start: str) -> int:
             .order_by(Message.sort_date)
             .limit(1)
         ).scalar_one()
+
+
+@dataclass
+class Site:
+    """The viewer listening on a loopback port (for Chromium), and a reader's cookie."""
+
+    server: TestServer
+    cookie: str
+    engine: Engine
+
+    @property
+    def origin(self) -> str:
+        return str(self.server.make_url("")).rstrip("/")
+
+
+@asynccontextmanager
+async def served(
+    engine: Engine, dirs: Iterable[Path], config_text: str, reader: str
+) -> AsyncIterator[Site]:
+    """`dirs` imported under `config_text`, the viewer over them served, `reader` signed in."""
+    config = imported(engine, dirs, config_text)
+    app = viewer_app(engine, config)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    cookie = sign_in(app, reader)["Cookie"].split("=", 1)[1]
+    try:
+        yield Site(server, cookie, engine)
+    finally:
+        await server.close()
+
+
+def queued_mail(engine: Engine) -> list[tuple[list[str], EmailMessage]]:
+    """The outbox, oldest first: each message's recipients and the message."""
+    with Session(engine) as session:
+        rows = session.execute(select(Outbox.recipients, Outbox.data).order_by(Outbox.id)).all()
+    return [
+        (r.recipients.split("\n"), email.message_from_bytes(r.data, policy=policy.default))
+        for r in rows
+    ]  # type: ignore[misc]

@@ -51,10 +51,10 @@ from bridge.pipeline import Outcome, prepare, store_batch
 from bridge.search import search
 from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
-from bridge.store.reading import find_message
+from bridge.store.read.reading import find_message
 from bridge.store.tables import Message
-from bridge.web.auth_store import feed_token
-from bridge.web.keys import SIGNER
+from bridge.web.account.auth_store import feed_token
+from bridge.web.frame.keys import SIGNER
 from tests.conftest import DATA
 from tests.web.support import CONFIG, ENRON, LKML, MIME, imported, sign_in, viewer_app
 

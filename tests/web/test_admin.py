@@ -11,11 +11,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import parse_config
+from bridge.core.mail.parse import ParseLimits
 from bridge.core.message import Provenance, RawMessage
-from bridge.core.parse import ParseLimits
 from bridge.outbound import outbox
 from bridge.pipeline import prepare, store_batch
-from bridge.store.imap_state import Checkpoint, save_checkpoint
+from bridge.store.bookkeeping.imap_state import Checkpoint, save_checkpoint
 from bridge.store.tables import Message, Quarantined
 from tests.conftest import DATA
 from tests.web import auth_helpers

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session
 from bridge.config import Config
 from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
-from bridge.web.auth_store import bump_feed_epoch, feed_token
-from bridge.web.keys import SIGNER, STORE
+from bridge.web.account.auth_store import bump_feed_epoch, feed_token
+from bridge.web.frame.keys import SIGNER, STORE
 from tests.web.support import CONFIG, ENRON, LKML, MIME, imported, sign_in, viewer_app
 
 CLOCK_FILE = MIME / "cpython-test_email-data" / "msg_26.txt"

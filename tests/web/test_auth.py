@@ -18,8 +18,8 @@ from bridge.config import BridgeConfig, OutboundConfig
 from bridge.outbound.scheduler import maintain
 from bridge.signing import Signer
 from bridge.store.tables import LoginToken, Person, WebSession
-from bridge.web import auth_store
-from bridge.web.auth_store import (
+from bridge.web.account import auth_store
+from bridge.web.account.auth_store import (
     consume_login_token,
     create_login_token,
     create_session,
@@ -29,7 +29,7 @@ from bridge.web.auth_store import (
     recent_requests,
     secret_hash,
 )
-from bridge.web.keys import SIGNER
+from bridge.web.frame.keys import SIGNER
 from tests.web import auth_helpers
 from tests.web.auth_helpers import (
     ADMIN,

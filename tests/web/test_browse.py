@@ -1,4 +1,4 @@
-"""The viewer's store reads (bridge.store.browse) on real imported mail, SQLite and PostgreSQL.
+"""The viewer's store reads (bridge.store.read.browse) on real imported mail, SQLite and PostgreSQL.
 
 Expected sets come from the access rule's own functions
 (`visible_thread_ids`, `visible_messages`) and from the mail files read
@@ -17,9 +17,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
-from bridge.store import browse
-from bridge.store.access import visible_messages, visible_thread_ids
+from bridge.store.read import browse
 from bridge.store.tables import Message, Thread, ThreadRedirect
+from bridge.store.visibility.access import visible_messages, visible_thread_ids
 from tests.web.support import ENRON, LKML, MIME, imported, viewer_of
 
 GHOST = LKML.parent / "ghost-root"

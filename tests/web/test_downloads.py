@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.store.tables import Attachment, Message
-from bridge.web.downloads import INERT_IMAGES, disposition, safe_filename
+from bridge.web.pages.downloads import INERT_IMAGES, disposition, safe_filename
 from tests.web.support import MIME, imported, sign_in, viewer_app
 
 Client = TestClient[web.Request, web.Application]
@@ -112,7 +112,7 @@ async def test_attachments_are_byte_exact_with_safe_headers(
 
 
 def _original(session: Session, pk: int) -> bytes:
-    from bridge.store.reading import raw_bytes
+    from bridge.store.read.reading import raw_bytes
 
     sha = session.execute(select(Message.raw_sha256).where(Message.id == pk)).scalar_one()
     return raw_bytes(session, sha)

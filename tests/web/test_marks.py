@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import Engine
 
 from bridge.i18n import catalog
-from bridge.web.keys import PAGE_CACHE
+from bridge.web.frame.keys import PAGE_CACHE
 from tests.marks_setup import MARKS_CONFIG, OTHER, PARTY, deliver, root_thread
 from tests.web.auth_helpers import form_token
 from tests.web.support import ENRON, LKML, config_from, imported, sign_in, thread_id, viewer_app

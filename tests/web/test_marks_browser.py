@@ -9,50 +9,22 @@ page, and a muted thread leaves the home page until it is unmuted.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser
 from sqlalchemy import Engine
 
 from tests.browser import artifact
 from tests.marks_setup import MARKS_CONFIG, PARTY, deliver, root_thread
-from tests.web.support import (
-    ENRON,
-    LKML,
-    SESSION_COOKIE,
-    config_from,
-    imported,
-    sign_in,
-    viewer_app,
-)
+from tests.web.support import ENRON, LKML, SESSION_COOKIE, Site, config_from, served
 
 CONFIG = config_from(MARKS_CONFIG)
 
 
-@dataclass
-class Site:
-    server: TestServer
-    cookie: str
-    engine: Engine
-
-    @property
-    def origin(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
-
-
 @pytest.fixture
 async def site(sqlite_engine: Engine) -> AsyncIterator[Site]:
-    config = imported(sqlite_engine, [ENRON, LKML], MARKS_CONFIG)
-    app = viewer_app(sqlite_engine, config)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    cookie = sign_in(app, PARTY)["Cookie"].split("=", 1)[1]
-    try:
-        yield Site(server, cookie, sqlite_engine)
-    finally:
-        await server.close()
+    async with served(sqlite_engine, [ENRON, LKML], MARKS_CONFIG, PARTY) as site:
+        yield site
 
 
 async def test_home_link_lands_on_the_first_unread_and_forms_follow_and_mute(

@@ -8,10 +8,8 @@ may see and never from mail they were not sent.
 
 from __future__ import annotations
 
-import email
 import re
 from collections.abc import Awaitable, Callable
-from email import policy
 from html import unescape
 
 import pytest
@@ -20,8 +18,8 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bridge.store.tables import Message, Outbox
-from tests.web.support import CONFIG, ENRON, imported, sign_in, viewer_app
+from bridge.store.tables import Message
+from tests.web.support import CONFIG, ENRON, imported, queued_mail, sign_in, viewer_app
 
 Client = TestClient[web.Request, web.Application]
 ClientMaker = Callable[[web.Application], Awaitable[Client]]
@@ -40,15 +38,6 @@ CONFIG_TEXT = CONFIG.replace(
 async def site(engine: Engine, aiohttp_client: ClientMaker) -> tuple[Client, Engine]:
     config = imported(engine, [ENRON], CONFIG_TEXT)
     return await aiohttp_client(viewer_app(engine, config)), engine
-
-
-def queued(engine: Engine) -> list[tuple[list[str], email.message.EmailMessage]]:
-    with Session(engine) as session:
-        rows = session.execute(select(Outbox.recipients, Outbox.data).order_by(Outbox.id)).all()
-    return [
-        (r.recipients.split("\n"), email.message_from_bytes(r.data, policy=policy.default))
-        for r in rows
-    ]  # type: ignore[misc]
 
 
 async def post_new(
@@ -77,7 +66,7 @@ async def test_a_new_discussion_in_a_space_goes_to_its_list_and_stays_in_it(
         client, BILL, "?space=ops", space="ops", subject="Pipeline outage", body="Friday 6am."
     )
     assert status == 303 and location.startswith("/t/")
-    [(recipients, mail)] = queued(engine)
+    [(recipients, mail)] = queued_mail(engine)
     assert recipients == ["gas-ops@enron.com"]
     assert mail["Subject"] == "Pipeline outage" and mail["In-Reply-To"] is None
     with Session(engine) as session:
@@ -97,7 +86,7 @@ async def test_only_a_spaces_readers_start_discussions_in_it(site: tuple[Client,
     assert hidden.status == missing.status == 404
     status, _, _ = await post_new(client, ALLEN, "", space="ops", subject="x", body="y")
     assert status == 404
-    assert queued(engine) == []
+    assert queued_mail(engine) == []
 
 
 async def test_writing_to_people_takes_colleagues_and_correspondents_only(
@@ -108,7 +97,7 @@ async def test_writing_to_people_takes_colleagues_and_correspondents_only(
         client, BILL, to="stranger@outside.example", subject="Hello", body="Hi"
     )
     assert status == 400 and "stranger@outside.example" in page
-    assert queued(engine) == []
+    assert queued_mail(engine) == []
     status, _, _ = await post_new(
         client,
         BILL,
@@ -117,7 +106,7 @@ async def test_writing_to_people_takes_colleagues_and_correspondents_only(
         body="Shall we file together?",
     )
     assert status == 303
-    [(recipients, mail)] = queued(engine)
+    [(recipients, mail)] = queued_mail(engine)
     assert recipients == ["terry.kowalke@enron.com", "new.hire@enron.com"]
     assert mail["Reply-To"].addresses[0].addr_spec == BILL
 

@@ -24,8 +24,8 @@ from sqlalchemy import Engine
 
 from bridge.store.db import make_engine
 from bridge.store.migrate import upgrade
-from bridge.web.auth_store import feed_token
-from bridge.web.keys import SIGNER
+from bridge.web.account.auth_store import feed_token
+from bridge.web.frame.keys import SIGNER
 from tests.web.support import ENRON, LKML, imported, sign_in, viewer_app
 
 READER = "k..allen@enron.com"

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session
 from bridge import pipeline
 from bridge.core.message import Provenance, RawMessage
 from bridge.core.normalize import normalize_message_id
-from bridge.store.reading import find_thread_id
+from bridge.store.read.reading import find_thread_id
 from bridge.store.tables import Message
-from bridge.web.keys import PAGE_CACHE
+from bridge.web.frame.keys import PAGE_CACHE
 from tests.web.support import ENRON, LKML, imported, sign_in, viewer_app
 
 Client = TestClient[web.Request, web.Application]

@@ -15,10 +15,10 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
-from bridge.store import browse
-from bridge.store.access import visible_messages
+from bridge.store.read import browse
 from bridge.store.tables import Message, Thread, ThreadRedirect
-from bridge.web.keys import CONFIG
+from bridge.store.visibility.access import visible_messages
+from bridge.web.frame.keys import CONFIG
 from tests.web.support import ENRON, LKML, imported, sign_in, thread_id, viewer_app, viewer_of
 
 GHOST = LKML.parent / "ghost-root"

@@ -8,12 +8,9 @@ a message cannot answer it (404, exactly as for one that does not exist).
 
 from __future__ import annotations
 
-import email
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from email import policy
-from email.message import EmailMessage
 from html import unescape
 
 import pytest
@@ -25,9 +22,9 @@ from sqlalchemy.orm import Session
 from bridge import pipeline
 from bridge.core.message import Provenance, RawMessage
 from bridge.store.tables import Delivery, Message, MessageId, Outbox
-from bridge.web.keys import CONFIG
+from bridge.web.frame.keys import CONFIG
 from tests.web.support import CONFIG as BASE_CONFIG
-from tests.web.support import ENRON, config_from, imported, sign_in, viewer_app
+from tests.web.support import ENRON, config_from, imported, queued_mail, sign_in, viewer_app
 
 Client = TestClient[web.Request, web.Application]
 ClientMaker = Callable[[web.Application], Awaitable[Client]]
@@ -70,15 +67,6 @@ def csrf(page: str) -> str:
     found = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert found, "the page has no form token"
     return found.group(1)
-
-
-def outbox(engine: Engine) -> list[tuple[list[str], EmailMessage]]:
-    with Session(engine) as session:
-        rows = session.execute(select(Outbox.recipients, Outbox.data).order_by(Outbox.id)).all()
-    return [
-        (r.recipients.split("\n"), email.message_from_bytes(r.data, policy=policy.default))
-        for r in rows
-    ]  # type: ignore[misc]
 
 
 async def reply_page(client: Client, who: str, thread: int, pk: int, mode: str = "all") -> str:
@@ -131,7 +119,7 @@ async def test_a_reply_is_stored_at_once_and_queued_with_threading_headers(
     status, location, _ = await send(client, BILL, thread, pk, "Agreed, let us file by Friday.")
     assert status == 303
     assert location.startswith(f"/t/{thread}#m")
-    [(recipients, mail)] = outbox(engine)
+    [(recipients, mail)] = queued_mail(engine)
     parent_id = f"<{stored_id(engine, pk)}>"
     assert mail["In-Reply-To"] == parent_id
     assert mail["References"].split()[-1] == parent_id
@@ -165,7 +153,7 @@ async def test_its_copy_coming_back_merges_and_is_shown_once(site: tuple[Client,
     client, engine = site
     pk, thread = parent_of(engine)
     await send(client, BILL, thread, pk, "One copy only, please.")
-    [(_, mail)] = outbox(engine)
+    [(_, mail)] = queued_mail(engine)
     with Session(engine) as session:
         data = session.execute(select(Outbox.data)).scalar_one()
     # The relay's copy, as a recipient's server delivers it back.
@@ -207,7 +195,7 @@ async def test_nobody_answers_a_message_they_may_not_see(site: tuple[Client, Eng
     ).replace("message=999999", "message=N")
     status, _, _ = await send(client, OUTSIDER, thread, pk, "Let me in")
     assert status in (403, 404)
-    assert outbox(engine) == []
+    assert queued_mail(engine) == []
 
 
 async def test_a_message_is_answered_from_its_own_thread_only(
@@ -227,7 +215,7 @@ async def test_a_message_is_answered_from_its_own_thread_only(
         f"/t/{other}/reply", data=form, headers=headers, allow_redirects=False
     )
     assert answer.status == 404
-    assert outbox(engine) == []
+    assert queued_mail(engine) == []
 
 
 async def test_refusals_send_nothing(site: tuple[Client, Engine]) -> None:
@@ -241,14 +229,14 @@ async def test_refusals_send_nothing(site: tuple[Client, Engine]) -> None:
         client, BILL, thread, pk, "Heavy", files=[("big.pdf", b"%PDF" + b"0" * 300_000)]
     )
     assert status == 413 and "too large" in page
-    assert outbox(engine) == []
+    assert queued_mail(engine) == []
     # Three a minute, then refused with a clear message.
     for n in range(3):
         status, _, _ = await send(client, BILL, thread, pk, f"Reply number {n}")
         assert status == 303
     status, _, page = await send(client, BILL, thread, pk, "One too many")
     assert status == 429 and "Too many replies" in page
-    assert len(outbox(engine)) == 3
+    assert len(queued_mail(engine)) == 3
 
 
 async def test_a_file_beyond_the_small_form_limit_goes_as_an_attachment(
@@ -259,7 +247,7 @@ async def test_a_file_beyond_the_small_form_limit_goes_as_an_attachment(
     data = b"%PDF-1.4\n" + bytes(range(256)) * 800  # 200 KB: over the 64 KB of other forms
     status, _, _ = await send(client, BILL, thread, pk, "The filing", files=[("filing.pdf", data)])
     assert status == 303
-    [(_, mail)] = outbox(engine)
+    [(_, mail)] = queued_mail(engine)
     [part] = list(mail.iter_attachments())
     assert part.get_filename() == "filing.pdf" and part.get_content() == data
 
@@ -269,7 +257,7 @@ async def test_a_form_without_its_token_is_refused(site: tuple[Client, Engine]) 
     pk, thread = parent_of(engine)
     status, _, _ = await send(client, BILL, thread, pk, "Forged", csrf_token="not-the-token")
     assert status == 403
-    assert outbox(engine) == []
+    assert queued_mail(engine) == []
 
 
 async def test_french_readers_write_a_french_attribution(site: tuple[Client, Engine]) -> None:
@@ -288,7 +276,7 @@ async def test_french_readers_write_a_french_attribution(site: tuple[Client, Eng
         f"/t/{thread}/reply", data=form, headers=headers, allow_redirects=False
     )
     assert answer.status == 303
-    [(_, mail)] = outbox(engine)
+    [(_, mail)] = queued_mail(engine)
     content = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert re.search(r"^Le .* a écrit :\r?$", content, re.M), content
 
@@ -306,7 +294,7 @@ async def test_the_api_replies_and_refuses_feed_tokens(site: tuple[Client, Engin
     assert answer.status == 201, await answer.text()
     made = await answer.json()
     assert made["thread_id"] == thread and made["message_id"].endswith("@bridge.enron.com")
-    [(recipients, _mail)] = outbox(engine)
+    [(recipients, _mail)] = queued_mail(engine)
     assert recipients == [TERRY], "mode sender answers the sender alone"
     got = await client.get(f"/api/v1/messages/{made['message_id']}", headers=headers)
     assert got.status == 200
@@ -320,7 +308,7 @@ async def test_the_api_replies_and_refuses_feed_tokens(site: tuple[Client, Engin
         headers={**sign_in(client.app, OUTSIDER), "X-CSRF-Token": "x"},
     )
     assert hidden.status == 403  # no form token of theirs: refused before anything is read
-    assert len(outbox(engine)) == 1
+    assert len(queued_mail(engine)) == 1
 
 
 def test_send_as_person_puts_the_reader_in_from(engine: Engine) -> None:
@@ -339,7 +327,7 @@ def test_send_as_person_puts_the_reader_in_from(engine: Engine) -> None:
             mode="all",
             now=datetime.now(UTC),
         )
-    [(_, mail)] = outbox(engine)
+    [(_, mail)] = queued_mail(engine)
     assert mail["From"].addresses[0].addr_spec == BILL
     assert mail["Reply-To"] is None
     assert config_from(CONFIG_TEXT).outbound.send_as == "bridge"

@@ -14,11 +14,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.config import Config
-from bridge.core.query import parse_query
+from bridge.core.search_language.query import parse_query
 from bridge.i18n import catalog
 from bridge.search import search
-from bridge.store.access import visible_messages, visible_thread_ids
 from bridge.store.tables import Message, Thread
+from bridge.store.visibility.access import visible_messages, visible_thread_ids
 from tests.web.support import ENRON, LKML, imported, sign_in, viewer_app, viewer_of
 
 Client = TestClient[web.Request, web.Application]

@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from bridge.store.tables import User
-from bridge.web.auth_store import feed_viewer_address
-from bridge.web.keys import SIGNER
+from bridge.web.account.auth_store import feed_viewer_address
+from bridge.web.frame.keys import SIGNER
 from tests.web import auth_helpers
 from tests.web.auth_helpers import PARTNER, STAFF, MakeSite, Site
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from bridge.outbound.digest_render import FREQUENCY_PATH, UNSUBSCRIBE_PATH, frequency_token
 from bridge.signing import FEED, Signer
 from bridge.store.tables import User
-from bridge.web.keys import SIGNER
+from bridge.web.frame.keys import SIGNER
 from tests.web.support import config_from, viewer_app
 
 ADDRESS = "kam.keiser@enron.com"

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from bridge.store.tables import Message, Person, Thread
-from bridge.web.context import browser_zone
+from bridge.web.frame.context import browser_zone
 from tests.conftest import DATA
 from tests.web.support import CONFIG, ENRON, LKML, imported, sign_in, thread_id, viewer_app
 

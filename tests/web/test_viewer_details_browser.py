@@ -7,12 +7,10 @@ Enron maildir and the real messages under tests/data/viewer/.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
 import pytest
-from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, BrowserContext, Page
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -20,34 +18,16 @@ from sqlalchemy.orm import Session
 from bridge.i18n import format_datetime
 from bridge.store.tables import Message, Thread
 from tests.browser import artifact
-from tests.web.support import ENRON, SESSION_COOKIE, imported, sign_in, viewer_app
+from tests.web.support import ENRON, SESSION_COOKIE, Site, served
 from tests.web.test_viewer_details import VIEWER_CONFIG, VIEWER_MAIL
 
 READER = "judy.townsend@enron.com"  # staff, so she reads "All staff"; a party to "Hey Jude"
 
 
-@dataclass
-class Site:
-    server: TestServer
-    cookie: str
-    engine: Engine
-
-    @property
-    def origin(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
-
-
 @pytest.fixture
 async def site(sqlite_engine: Engine) -> AsyncIterator[Site]:
-    config = imported(sqlite_engine, [ENRON, VIEWER_MAIL], VIEWER_CONFIG)
-    app = viewer_app(sqlite_engine, config)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    cookie = sign_in(app, READER)["Cookie"].split("=", 1)[1]
-    try:
-        yield Site(server, cookie, sqlite_engine)
-    finally:
-        await server.close()
+    async with served(sqlite_engine, [ENRON, VIEWER_MAIL], VIEWER_CONFIG, READER) as site:
+        yield site
 
 
 async def reader_context(browser: Browser, site: Site, **options: object) -> BrowserContext:

@@ -27,8 +27,8 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Dialog
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from bridge.core.loops import ORIGIN_HEADER
-from bridge.core.parse import ParseLimits
+from bridge.core.admin_rules.loops import ORIGIN_HEADER
+from bridge.core.mail.parse import ParseLimits
 from bridge.ingest.files import run_import
 from bridge.outbound import outbox
 from bridge.store.tables import Attachment, ImapState, Message, Person, Quarantined, Thread

@@ -1,0 +1,1 @@
+"""Admin mailbox rules and spaces, their matchers, and mail loops."""

@@ -1,0 +1,1 @@
+"""A message body: HTML made safe and plain, quotes, signatures and disclaimers."""

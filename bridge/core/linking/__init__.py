@@ -1,0 +1,1 @@
+"""How messages join up: copies of one message, and threads."""

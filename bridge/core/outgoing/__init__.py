@@ -1,0 +1,1 @@
+"""What mail Bridge sends says: digests, replies, and digests' reply addresses."""

@@ -1,0 +1,1 @@
+"""The search language: tokens, queries, their backend syntax, and snippets."""

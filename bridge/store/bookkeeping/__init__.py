@@ -1,0 +1,1 @@
+"""What the bridge keeps about its own work: quarantine, collisions, rule hits, IMAP."""

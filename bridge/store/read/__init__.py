@@ -1,0 +1,1 @@
+"""Reading the store: threads as trees, the viewer's queries, readers' marks, exports."""

@@ -1,0 +1,1 @@
+"""The request frame: what every request passes through and every handler reaches."""

@@ -1,0 +1,1 @@
+"""The viewer's pages: reading, writing, the reader's marks, downloads, feeds, admin."""
