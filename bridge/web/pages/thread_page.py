@@ -98,12 +98,13 @@ def _prepare(
     return list(detail.messages), shown, origins
 
 
-Found = tuple[int, tuple[Any, ...] | None, tuple[int, ...], str]
+Found = tuple[int, tuple[Any, ...] | None, tuple[int, ...], str, "marks.ThreadState | None"]
 
 
 def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | None:
     """The thread's current id; when it is the one asked, its stamp, what the viewer sees,
-    and the reader's address when the page shows them a Bcc (then it is theirs alone)."""
+    the reader's address when the page shows them a Bcc (then it is theirs alone), and
+    their marks on it (what they have not read yet), in one read."""
     current = browse.resolve_thread_id(session, asked)
     # A missing thread costs the same queries as a hidden one: its 404 must not
     # answer sooner. A merged thread's old id leads on only to a reader who sees some.
@@ -113,9 +114,10 @@ def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | 
     if current is None or not seen:
         return None
     if current != asked:
-        return current, None, (), ""
+        return current, None, (), "", None
     own = viewer.address if browse.knows_bcc(session, viewer, list(seen)) else ""
-    return current, browse.thread_stamp(session, current), seen, own
+    state = marks.thread_states(session, viewer, [current]).get(current)
+    return current, browse.thread_stamp(session, current), seen, own, state
 
 
 async def thread(request: web.Request) -> web.StreamResponse:
@@ -124,7 +126,9 @@ async def thread(request: web.Request) -> web.StreamResponse:
     found = await store_of(request).read(lambda s: _resolve_and_stamp(s, asked, viewer))
     if found is None:
         raise web.HTTPNotFound()
-    current, stamp, seen, own = found
+    # `state`: what this reader has not read yet (of the messages they may see),
+    # before this visit marks it read: the body's `#unread` anchor depends on it.
+    current, stamp, seen, own, state = found
     if current != asked:
         # Permanent: links to a merged thread must keep working, and bookmarks update.
         query = f"?{request.query_string}" if request.query_string else ""
@@ -133,11 +137,6 @@ async def thread(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
     flat = request.query.get("view") == "flat"
     remote = request.query.get("images") == "1"
-    # What this reader has not read yet (of the messages they may see), before
-    # this visit marks it read: the body's `#unread` anchor depends on it.
-    state = await store_of(request).read(
-        lambda s: marks.thread_states(s, viewer, [current]).get(current)
-    )
     unread = state.unread_pks if state is not None else ()
     # Readers who see the same messages of the same thread, with the same
     # unread ones, share its body.
