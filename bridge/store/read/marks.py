@@ -69,6 +69,49 @@ def version(session: Session, address: str) -> int:
     return int(found or 0)
 
 
+def thread_state_of(
+    session: Session, viewer: Viewer, thread_id: int, seen: Iterable[int]
+) -> ThreadState | None:
+    """`thread_states` of one thread whose visible messages `seen` the caller already knows."""
+    pks = sorted(seen)
+    address = normalize_address(viewer.address)
+    if not pks or not address:
+        return None
+    mark = session.execute(
+        select(ThreadMark.read_upto, ThreadMark.watch).where(
+            ThreadMark.address == address, ThreadMark.thread_id == thread_id
+        )
+    ).first()
+    rows = [
+        row
+        for part in [pks[i : i + CHUNK] for i in range(0, len(pks), CHUNK)]
+        for row in session.execute(
+            select(Message.id, Message.arrival, Message.sender_id, Message.tags).where(
+                Message.id.in_(part)
+            )
+        )
+    ]
+    upto = (int(mark.read_upto or 0), mark.watch or NO_WATCH) if mark is not None else (0, NO_WATCH)
+    order = {pk: i for i, pk in enumerate(seen)}
+    rows.sort(key=lambda r: order.get(r.id, 0))
+    return _state(rows, upto, _everything_upto(session, address), person_id(session, address))
+
+
+def _state(rows: list[Any], mark: tuple[int, str], everything: int, pid: int | None) -> ThreadState:
+    """One thread's state from its visible rows (oldest first) and the reader's marks."""
+    upto, watch = max(mark[0], everything), mark[1]
+    unread = tuple(r.id for r in rows if r.arrival > upto and (pid is None or r.sender_id != pid))
+    tags = sorted({t for r in rows for t in (r.tags or "").split(",") if t})
+    return ThreadState(
+        unread=len(unread),
+        unread_pks=unread,
+        tags=tuple(tags),
+        watch=watch,
+        newest=max(int(r.arrival) for r in rows),
+        read_upto=upto,
+    )
+
+
 def thread_states(
     session: Session, viewer: Viewer, thread_ids: Iterable[int]
 ) -> dict[int, ThreadState]:
@@ -99,23 +142,10 @@ def thread_states(
         )
         for row in session.execute(query):
             rows_by_thread[row.thread_id].append(row)
-    states: dict[int, ThreadState] = {}
-    for tid, rows in rows_by_thread.items():
-        upto, watch = marks.get(tid, (0, NO_WATCH))
-        upto = max(upto, everything)
-        unread = tuple(
-            r.id for r in rows if r.arrival > upto and (pid is None or r.sender_id != pid)
-        )
-        tags = sorted({t for r in rows for t in (r.tags or "").split(",") if t})
-        states[tid] = ThreadState(
-            unread=len(unread),
-            unread_pks=unread,
-            tags=tuple(tags),
-            watch=watch,
-            newest=max(int(r.arrival) for r in rows),
-            read_upto=upto,
-        )
-    return states
+    return {
+        tid: _state(rows, marks.get(tid, (0, NO_WATCH)), everything, pid)
+        for tid, rows in rows_by_thread.items()
+    }
 
 
 def muted_threads(address: str) -> Select[Any]:

@@ -116,7 +116,7 @@ def _resolve_and_stamp(session: Session, asked: int, viewer: Viewer) -> Found | 
     if current != asked:
         return current, None, (), "", None
     own = viewer.address if browse.knows_bcc(session, viewer, list(seen)) else ""
-    state = marks.thread_states(session, viewer, [current]).get(current)
+    state = marks.thread_state_of(session, viewer, current, seen)
     return current, browse.thread_stamp(session, current), seen, own, state
 
 
