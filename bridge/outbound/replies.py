@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from bridge import pipeline
 from bridge.config import Config
-from bridge.core.access import Viewer
+from bridge.core.access import Viewer, is_staff
 from bridge.core.message import Address, Provenance, RawMessage
 from bridge.core.outgoing.reply import (
     ReplyMode,
@@ -44,6 +44,7 @@ from bridge.outbound import outbox
 from bridge.outbound.compose import Attachment, compose_personal, parse_address
 from bridge.store.blobs import Compressor, current_dictionary, unpack_body
 from bridge.store.read import browse
+from bridge.store.read.correspondents import corresponds_with
 from bridge.store.tables import Delivery, Message
 
 SOURCE = "web"  # the delivery source of a message written in the viewer
@@ -295,9 +296,6 @@ def start_discussion(
     already corresponds with (`store.correspondents`) or a colleague (staff).
     Raises ReplyRefused with nothing stored or queued.
     """
-    from bridge.core.access import is_staff
-    from bridge.store.read.correspondents import corresponds_with
-
     if space:
         found = next((s for s in config.spaces if s.slug == space), None)
         if found is None or space not in viewer.spaces:

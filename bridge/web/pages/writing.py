@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.web_request import FileField
 
 from bridge.core.access import Viewer
+from bridge.core.admin_rules.rules import Space
 from bridge.core.outgoing.reply import ReplyMode, reply_subject
 from bridge.outbound.compose import Attachment
 from bridge.outbound.replies import (
@@ -209,7 +210,7 @@ async def new_form(request: web.Request) -> web.StreamResponse:
     return await _new_page(request, viewer, space, to=asked, subject="", text="", error="")
 
 
-def _space(request: web.Request, viewer: Viewer, slug: str) -> Any:
+def _space(request: web.Request, viewer: Viewer, slug: str) -> Space | None:
     """The space written to (None: to people); 404 for one the reader may not read."""
     if not slug:
         return None
@@ -222,7 +223,7 @@ def _space(request: web.Request, viewer: Viewer, slug: str) -> Any:
 async def _new_page(
     request: web.Request,
     viewer: Viewer,
-    space: Any,
+    space: Space | None,
     *,
     to: str,
     subject: str,
